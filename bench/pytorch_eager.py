@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Plain PyTorch eager implementation of moe-train's model, the baseline for bench/throughput.sh.
+
+Same architecture and semantics as lib/moe (Hugging Face Mixtral): pre-RMSNorm, rotary
+embeddings (rotate-half), grouped-query causal attention, top-k router with float32 softmax and
+renormalisation, stacked SwiGLU experts run per expert over tokens sorted by expert, Switch
+aux loss and router z-loss, AdamW. Written the way a PyTorch user would write it (no compile,
+no fused kernels), so the ratio measures what the C++ trainer buys over eager PyTorch.
+
+    /usr/bin/python3 bench/pytorch_eager.py --steps 20 --threads 1 --json
+"""
+import argparse
+import json
+import math
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d, eps=1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, d, n_heads, n_kv):
+        super().__init__()
+        self.h, self.g, self.hd = n_heads, n_kv, d // n_heads
+        self.q_proj = nn.Linear(d, n_heads * self.hd, bias=False)
+        self.k_proj = nn.Linear(d, n_kv * self.hd, bias=False)
+        self.v_proj = nn.Linear(d, n_kv * self.hd, bias=False)
+        self.o_proj = nn.Linear(n_heads * self.hd, d, bias=False)
+
+    def forward(self, x, cos, sin, mask):
+        B, S, _ = x.shape
+        q = self.q_proj(x).view(B, S, self.h, self.hd).transpose(1, 2)
+        k = self.k_proj(x).view(B, S, self.g, self.hd).transpose(1, 2)
+        v = self.v_proj(x).view(B, S, self.g, self.hd).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        rep = self.h // self.g
+        k = k.repeat_interleave(rep, dim=1)
+        v = v.repeat_interleave(rep, dim=1)
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(self.hd) + mask
+        att = att.softmax(-1)
+        y = (att @ v).transpose(1, 2).reshape(B, S, -1)
+        return self.o_proj(y)
+
+
+class SparseMoe(nn.Module):
+    def __init__(self, d, f, n_experts, top_k):
+        super().__init__()
+        self.e, self.k = n_experts, top_k
+        self.gate = nn.Linear(d, n_experts, bias=False)
+        self.w1 = nn.Parameter(torch.randn(n_experts, f, d) * 0.02)
+        self.w3 = nn.Parameter(torch.randn(n_experts, f, d) * 0.02)
+        self.w2 = nn.Parameter(torch.randn(n_experts, d, f) * 0.02)
+
+    def forward(self, x):
+        B, S, D = x.shape
+        x = x.reshape(-1, D)
+        T = x.shape[0]
+        logits = self.gate(x).float()
+        probs = logits.softmax(-1)
+        weights, ids = probs.topk(self.k, dim=-1)
+        weights = weights / weights.sum(-1, keepdim=True)
+        f = torch.bincount(ids.flatten(), minlength=self.e).float() / T
+        aux = self.e * (f * probs.mean(0)).sum()
+        z = torch.logsumexp(logits, -1).pow(2).mean()
+        flat_ids = ids.t().reshape(-1)
+        order = torch.argsort(flat_ids, stable=True)
+        tok = order % T
+        counts = torch.bincount(flat_ids, minlength=self.e).tolist()
+        rows = x[tok]
+        outs, off = [], 0
+        for e, n in enumerate(counts):
+            if n == 0:
+                continue
+            seg = rows[off:off + n]
+            outs.append((F.silu(seg @ self.w1[e].t()) * (seg @ self.w3[e].t())) @ self.w2[e].t())
+            off += n
+        y = torch.cat(outs) * weights.t().reshape(-1)[order].unsqueeze(1)
+        out = torch.zeros_like(x).index_add(0, tok, y)
+        return out.view(B, S, D), aux, z
+
+
+class DenseMlp(nn.Module):
+    def __init__(self, d, f):
+        super().__init__()
+        self.gate_proj = nn.Linear(d, f, bias=False)
+        self.up_proj = nn.Linear(d, f, bias=False)
+        self.down_proj = nn.Linear(f, d, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)), None, None
+
+
+class Block(nn.Module):
+    def __init__(self, a, dense):
+        super().__init__()
+        self.input_layernorm = RMSNorm(a.d_model)
+        self.self_attn = Attention(a.d_model, a.heads, a.kv_heads)
+        self.post_attention_layernorm = RMSNorm(a.d_model)
+        self.mlp = DenseMlp(a.d_model, a.top_k * a.ffn) if dense else SparseMoe(a.d_model, a.ffn, a.experts, a.top_k)
+
+    def forward(self, x, cos, sin, mask):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        y, aux, z = self.mlp(self.post_attention_layernorm(x))
+        return x + y, aux, z
+
+
+class Model(nn.Module):
+    def __init__(self, a, dense):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(a.vocab, a.d_model)
+        self.layers = nn.ModuleList(Block(a, dense) for _ in range(a.layers))
+        self.norm = RMSNorm(a.d_model)
+        self.lm_head = nn.Linear(a.d_model, a.vocab, bias=False)
+        hd = a.d_model // a.heads
+        inv = 1.0 / (10000.0 ** (torch.arange(0, hd, 2).float() / hd))
+        fr = torch.outer(torch.arange(a.seq).float(), inv)
+        emb = torch.cat((fr, fr), -1)
+        self.cos, self.sin = emb.cos(), emb.sin()
+        self.mask = torch.full((a.seq, a.seq), float("-inf")).triu(1)
+
+    def forward(self, tokens, targets):
+        x = self.embed_tokens(tokens)
+        aux_total = 0.0
+        for layer in self.layers:
+            x, aux, z = layer(x, self.cos, self.sin, self.mask)
+            if aux is not None:
+                aux_total = aux_total + 0.01 * aux / len(self.layers) + 0.001 * z / len(self.layers)
+        logits = self.lm_head(self.norm(x))
+        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
+        return loss + aux_total
+
+
+def time_model(a, dense):
+    torch.manual_seed(1)
+    model = Model(a, dense)
+    decay = [p for n, p in model.named_parameters() if "norm" not in n]
+    plain = [p for n, p in model.named_parameters() if "norm" in n]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": plain, "weight_decay": 0.0}],
+                            lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
+    times = []
+    for i in range(a.warmup + a.steps):
+        tokens = torch.randint(a.vocab, (a.batch, a.seq + 1))
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = model(tokens[:, :-1], tokens[:, 1:])
+        loss.backward()
+        opt.step()
+        if i >= a.warmup:
+            times.append(time.perf_counter() - t0)
+    return a.batch * a.seq / statistics.median(times)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, default in [("steps", 20), ("warmup", 3), ("threads", 1), ("batch", 8), ("seq", 128), ("layers", 4),
+                          ("d_model", 128), ("heads", 4), ("kv_heads", 2), ("experts", 8), ("top_k", 2),
+                          ("ffn", 256), ("vocab", 256)]:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=default)
+    p.add_argument("--dense", action="store_true", help="time the dense model instead")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    tps = statistics.median(time_model(a, a.dense) for _ in range(3))
+    if a.json:
+        print(json.dumps({"tokens_per_s": round(tps, 1), "torch": torch.__version__}))
+    else:
+        print(f"PyTorch {torch.__version__} eager, {'dense' if a.dense else 'MoE'}: {tps:.1f} tokens/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+// Training throughput (tokens/s of forward + backward + AdamW) of the MoE model and of a dense
+// model with the same active parameters (every layer a SwiGLU of width top_k * ffn_hidden), on
+// random tokens, measured alternately in the same process so machine noise hits both alike.
+//
+//   bench_throughput --steps 20 --threads 1
+//   bench_throughput --json     # one line of JSON for scripts (bench/throughput.sh)
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "moe/transformer.h"
+#include "train/adamw.h"
+
+using namespace moe;
+
+namespace {
+
+struct Shape {
+    int64_t batch = 8, seq = 128;
+};
+
+// Seconds per training step, median over `steps` after `warmup` steps.
+double time_steps(const ModelConfig& cfg, const Shape& shape, int warmup, int steps) {
+    MoeTransformer model(cfg, std::make_shared<LocalDispatcher>(cfg.moe.num_experts), 1);
+    OptimConfig ocfg;
+    AdamW opt(model.params(), ocfg);
+    auto gen = at::detail::createCPUGenerator(7);
+    std::vector<double> times;
+    for (int i = 0; i < warmup + steps; ++i) {
+        auto tokens = torch::randint(cfg.vocab_size, {shape.batch, shape.seq + 1}, gen, torch::kInt64);
+        auto t0 = std::chrono::steady_clock::now();
+        model.params().zero_grads();
+        auto logits = model.forward(tokens.narrow(1, 0, shape.seq));
+        auto loss = MoeTransformer::cross_entropy(logits, tokens.narrow(1, 1, shape.seq));
+        loss.backward();
+        opt.step(1e-3);
+        double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (i >= warmup) times.push_back(dt);
+    }
+    std::sort(times.begin(), times.end());
+    return times[times.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"MoE vs dense training throughput"};
+    int steps = 20, warmup = 3, threads = 1;
+    bool json = false;
+    Shape shape;
+    ModelConfig cfg;  // defaults: 4 layers, d 128, 8 experts top-2, F 256, vocab 256
+    app.add_option("--steps", steps);
+    app.add_option("--warmup", warmup);
+    app.add_option("--threads", threads);
+    app.add_option("--batch", shape.batch);
+    app.add_option("--seq", shape.seq);
+    app.add_option("--layers", cfg.n_layers);
+    app.add_option("--d-model", cfg.d_model);
+    app.add_option("--experts", cfg.moe.num_experts);
+    app.add_option("--top-k", cfg.moe.top_k);
+    app.add_flag("--json", json);
+    CLI11_PARSE(app, argc, argv);
+    at::set_num_threads(threads);
+    cfg.max_seq_len = std::max(cfg.max_seq_len, shape.seq);
+
+    ModelConfig dense = cfg;
+    dense.moe.first_dense_layers = cfg.n_layers;  // every layer dense, width top_k * F
+    // Alternate the two models in rounds so drifts in machine speed hit both.
+    const int rounds = 3;
+    std::vector<double> moe_t, dense_t;
+    for (int r = 0; r < rounds; ++r) {
+        moe_t.push_back(time_steps(cfg, shape, warmup, steps));
+        dense_t.push_back(time_steps(dense, shape, warmup, steps));
+    }
+    std::sort(moe_t.begin(), moe_t.end());
+    std::sort(dense_t.begin(), dense_t.end());
+    const double tokens = double(shape.batch * shape.seq);
+    const double moe_tps = tokens / moe_t[rounds / 2], dense_tps = tokens / dense_t[rounds / 2];
+    if (json) {
+        fmt::print("{{\"moe_tokens_per_s\": {:.1f}, \"dense_tokens_per_s\": {:.1f}, \"moe_over_dense\": {:.3f}}}\n",
+                   moe_tps, dense_tps, moe_tps / dense_tps);
+    } else {
+        fmt::print("model: {} layers, d_model {}, {} experts top-{}, F {}; batch {}x{}, {} thread(s)\n", cfg.n_layers,
+                   cfg.d_model, cfg.moe.num_experts, cfg.moe.top_k, cfg.moe.ffn_hidden, shape.batch, shape.seq, threads);
+        fmt::print("MoE   : {:8.1f} tokens/s\n", moe_tps);
+        fmt::print("dense : {:8.1f} tokens/s (same active parameters)\n", dense_tps);
+        fmt::print("MoE / dense throughput ratio: {:.3f}\n", moe_tps / dense_tps);
+    }
+    return 0;
+}

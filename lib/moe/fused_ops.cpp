@@ -1,0 +1,267 @@
+#include "moe/fused_ops.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "common/error.h"
+
+namespace moe {
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// exp(x) for float32 in plain arithmetic that GCC vectorises (libm's expf is a scalar call):
+// x = k ln2 + r with |r| <= ln2/2, exp(r) by its degree-6 Taylor polynomial (relative error
+// below 2e-7 on that interval), times 2^k assembled in the exponent bits.
+inline float vec_exp(float x) {
+    x = x > 88.0f ? 88.0f : x;  // branch-free clamps (std::min/max block vectorisation here)
+    x = x < -87.0f ? -87.0f : x;
+    // Round to nearest by adding and subtracting 1.5 * 2^23 (SSE2 has no vector round).
+    const float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    const float r = x - k * 0.693145751953125f - k * 1.428606765330187e-06f;  // ln2 split hi + lo
+    float p = 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + vec_exp(-x)); }
+
+// h = silu(a) * b over n contiguous floats (restrict: the buffers never overlap, which lets GCC
+// vectorise; kept as plain functions because it does not vectorise inside the lambdas).
+void swiglu_forward_range(const float* __restrict a, const float* __restrict b, float* __restrict h, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) h[i] = a[i] * sigmoid(a[i]) * b[i];
+}
+
+// From gh = dL/dh: ga = gh * b * silu'(a), gb = gh * silu(a); also recomputes h for dL/dw2.
+void swiglu_backward_range(const float* __restrict a, const float* __restrict b, const float* __restrict gh,
+                           float* __restrict ga, float* __restrict gb, float* __restrict h, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        const float s = sigmoid(a[i]);
+        const float silu = a[i] * s;
+        h[i] = silu * b[i];
+        gb[i] = gh[i] * silu;
+        ga[i] = gh[i] * b[i] * (s + silu * (1.0f - s));
+    }
+}
+
+void swiglu_forward_kernel(const float* a, const float* b, float* h, int64_t n) {
+    at::parallel_for(0, n, 32768, [=](int64_t lo, int64_t hi) { swiglu_forward_range(a + lo, b + lo, h + lo, hi - lo); });
+}
+
+void swiglu_backward_kernel(const float* a, const float* b, const float* gh, float* ga, float* gb, float* h,
+                            int64_t n) {
+    at::parallel_for(0, n, 32768, [=](int64_t lo, int64_t hi) {
+        swiglu_backward_range(a + lo, b + lo, gh + lo, ga + lo, gb + lo, h + lo, hi - lo);
+    });
+}
+
+struct GroupedSwiGLU : public torch::autograd::Function<GroupedSwiGLU> {
+    static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& rows_RD, const torch::Tensor& counts_E,
+                                 const torch::Tensor& w1, const torch::Tensor& w3, const torch::Tensor& w2) {
+        const int64_t R = rows_RD.size(0), D = rows_RD.size(1), F = w1.size(1), E = w1.size(0);
+        auto x = rows_RD.contiguous();
+        auto a_RF = torch::empty({R, F}, x.options());
+        auto b_RF = torch::empty({R, F}, x.options());
+        auto h_RF = torch::empty({R, F}, x.options());
+        auto out_RD = torch::empty({R, D}, x.options());
+        const int64_t* counts = counts_E.data_ptr<int64_t>();
+        int64_t off = 0;
+        for (int64_t e = 0; e < E; ++e) {
+            const int64_t n = counts[e];
+            if (n == 0) continue;
+            auto xe = x.narrow(0, off, n);
+            auto ae = a_RF.narrow(0, off, n), be = b_RF.narrow(0, off, n), he = h_RF.narrow(0, off, n);
+            at::mm_out(ae, xe, w1[e].t());
+            at::mm_out(be, xe, w3[e].t());
+            swiglu_forward_kernel(ae.data_ptr<float>(), be.data_ptr<float>(), he.data_ptr<float>(), n * F);
+            auto oute = out_RD.narrow(0, off, n);
+            at::mm_out(oute, he, w2[e].t());
+            off += n;
+        }
+        ctx->save_for_backward({x, counts_E, w1, w3, w2, a_RF, b_RF});
+        return out_RD;
+    }
+
+    static variable_list backward(AutogradContext* ctx, variable_list grads) {
+        auto saved = ctx->get_saved_variables();
+        auto x = saved[0], counts_E = saved[1], w1 = saved[2], w3 = saved[3], w2 = saved[4];
+        auto a_RF = saved[5], b_RF = saved[6];
+        auto gy_RD = grads[0].contiguous();
+        const int64_t E = w1.size(0), F = w1.size(1), R = x.size(0);
+        auto gx = torch::empty_like(x);
+        auto gw1 = torch::empty_like(w1), gw3 = torch::empty_like(w3), gw2 = torch::empty_like(w2);
+        auto gh = torch::empty({R, F}, x.options()), ga = torch::empty({R, F}, x.options());
+        auto gb = torch::empty({R, F}, x.options()), h = torch::empty({R, F}, x.options());
+        const int64_t* counts = counts_E.data_ptr<int64_t>();
+        int64_t off = 0;
+        for (int64_t e = 0; e < E; ++e) {
+            const int64_t n = counts[e];
+            if (n == 0) {  // an expert without tokens has a zero gradient
+                gw1[e].zero_();
+                gw3[e].zero_();
+                gw2[e].zero_();
+                continue;
+            }
+            auto xe = x.narrow(0, off, n), gye = gy_RD.narrow(0, off, n);
+            auto ghe = gh.narrow(0, off, n), gae = ga.narrow(0, off, n), gbe = gb.narrow(0, off, n),
+                 he = h.narrow(0, off, n);
+            at::mm_out(ghe, gye, w2[e]);  // [n, D] x [D, F]
+            swiglu_backward_kernel(a_RF.narrow(0, off, n).data_ptr<float>(), b_RF.narrow(0, off, n).data_ptr<float>(),
+                                   ghe.data_ptr<float>(), gae.data_ptr<float>(), gbe.data_ptr<float>(),
+                                   he.data_ptr<float>(), n * F);
+            auto gw2e = gw2[e], gw1e = gw1[e], gw3e = gw3[e], gxe = gx.narrow(0, off, n);
+            at::mm_out(gw2e, gye.t(), he);   // [D, n] x [n, F]
+            at::mm_out(gw1e, gae.t(), xe);   // [F, n] x [n, D]
+            at::mm_out(gw3e, gbe.t(), xe);
+            at::mm_out(gxe, gae, w1[e]);     // [n, F] x [F, D]
+            gxe.addmm_(gbe, w3[e]);
+            off += n;
+        }
+        return {gx, torch::Tensor(), gw1, gw3, gw2};
+    }
+};
+
+struct FusedRmsNorm : public torch::autograd::Function<FusedRmsNorm> {
+    static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x_in, const torch::Tensor& weight,
+                                 double eps) {
+        auto x = x_in.contiguous();
+        const int64_t D = x.size(-1), rows = x.numel() / D;
+        auto y = torch::empty_like(x);
+        auto inv_rms = torch::empty({rows}, x.options());
+        const float* xp = x.data_ptr<float>();
+        const float* wp = weight.data_ptr<float>();
+        float* yp = y.data_ptr<float>();
+        float* rp = inv_rms.data_ptr<float>();
+        at::parallel_for(0, rows, 64, [&](int64_t lo, int64_t hi) {
+            for (int64_t r = lo; r < hi; ++r) {
+                const float* xr = xp + r * D;
+                float ss = 0;
+                for (int64_t i = 0; i < D; ++i) ss += xr[i] * xr[i];
+                const float inv = 1.0f / std::sqrt(ss / float(D) + float(eps));
+                rp[r] = inv;
+                float* yr = yp + r * D;
+                for (int64_t i = 0; i < D; ++i) yr[i] = xr[i] * inv * wp[i];
+            }
+        });
+        ctx->save_for_backward({x, weight, inv_rms});
+        return y;
+    }
+
+    static variable_list backward(AutogradContext* ctx, variable_list grads) {
+        auto saved = ctx->get_saved_variables();
+        auto x = saved[0], weight = saved[1], inv_rms = saved[2];
+        auto gy = grads[0].contiguous();
+        const int64_t D = x.size(-1), rows = x.numel() / D;
+        auto gx = torch::empty_like(x);
+        const float* xp = x.data_ptr<float>();
+        const float* wp = weight.data_ptr<float>();
+        const float* gp = gy.data_ptr<float>();
+        const float* rp = inv_rms.data_ptr<float>();
+        float* gxp = gx.data_ptr<float>();
+        // dL/dw = sum over rows of gy * x * inv; per-thread partial sums, reduced after.
+        const int64_t nthreads = at::get_num_threads();
+        auto gw_partial = torch::zeros({nthreads, D}, x.options());
+        float* gwp = gw_partial.data_ptr<float>();
+        at::parallel_for(0, rows, 64, [&](int64_t lo, int64_t hi) {
+            float* gw = gwp + at::get_thread_num() * D;
+            for (int64_t r = lo; r < hi; ++r) {
+                const float* xr = xp + r * D;
+                const float* gr = gp + r * D;
+                const float inv = rp[r];
+                // y = x * inv * w; dL/dx = inv * (g*w) - x * inv^3 * mean(g*w*x)
+                float dot = 0;
+                for (int64_t i = 0; i < D; ++i) dot += gr[i] * wp[i] * xr[i];
+                const float coef = dot * inv * inv * inv / float(D);
+                float* gxr = gxp + r * D;
+                for (int64_t i = 0; i < D; ++i) {
+                    gxr[i] = inv * gr[i] * wp[i] - xr[i] * coef;
+                    gw[i] += gr[i] * xr[i] * inv;
+                }
+            }
+        });
+        return {gx, gw_partial.sum(0), torch::Tensor()};
+    }
+};
+
+// Rotate-half rotary embedding on x laid out [rows = B*S*N, Hd] with position s = (row / N) % S:
+// out1 = x1 cos - x2 sin, out2 = x2 cos + x1 sin (cos/sin of the Hd/2 frequencies). The
+// backward is the same rotation by the negative angle, so one kernel with a sign serves both.
+void rotary_kernel(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& cos_SH, const torch::Tensor& sin_SH,
+                   int64_t S, int64_t N, float sign) {
+    const int64_t Hd = x.size(-1), half = Hd / 2, rows = x.numel() / Hd;
+    const float* xp = x.data_ptr<float>();
+    float* op = out.data_ptr<float>();
+    const float* cp = cos_SH.data_ptr<float>();
+    const float* sp = sin_SH.data_ptr<float>();
+    const int64_t table_stride = cos_SH.size(1);
+    at::parallel_for(0, rows, 256, [=](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) {
+            const int64_t s = (r / N) % S;
+            const float* c = cp + s * table_stride;
+            const float* sn = sp + s * table_stride;
+            const float* x1 = xp + r * Hd;
+            float* o1 = op + r * Hd;
+            for (int64_t i = 0; i < half; ++i) {
+                const float a = x1[i], b = x1[i + half], si = sign * sn[i];
+                o1[i] = a * c[i] - b * si;
+                o1[i + half] = b * c[i] + a * si;
+            }
+        }
+    });
+}
+
+struct FusedRotary : public torch::autograd::Function<FusedRotary> {
+    static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x_BSNH, const torch::Tensor& cos_SH,
+                                 const torch::Tensor& sin_SH) {
+        auto x = x_BSNH.contiguous();
+        auto out = torch::empty_like(x);
+        const int64_t S = x.size(1), N = x.size(2);
+        rotary_kernel(x, out, cos_SH, sin_SH, S, N, 1.0f);
+        ctx->save_for_backward({cos_SH, sin_SH});
+        ctx->saved_data["S"] = S;
+        ctx->saved_data["N"] = N;
+        return out;
+    }
+    static variable_list backward(AutogradContext* ctx, variable_list grads) {
+        auto saved = ctx->get_saved_variables();
+        auto g = grads[0].contiguous();
+        auto gx = torch::empty_like(g);
+        rotary_kernel(g, gx, saved[0], saved[1], ctx->saved_data["S"].toInt(), ctx->saved_data["N"].toInt(), -1.0f);
+        return {gx, torch::Tensor(), torch::Tensor()};
+    }
+};
+
+}  // namespace
+
+torch::Tensor fused_rotary(const torch::Tensor& x_BSNH, const torch::Tensor& cos_SH, const torch::Tensor& sin_SH) {
+    MOE_CHECK(x_BSNH.dim() == 4 && cos_SH.size(0) >= x_BSNH.size(1) && cos_SH.size(1) * 2 >= x_BSNH.size(3),
+              "fused_rotary: x [{}] vs table [{}]", fmt::join(x_BSNH.sizes(), ", "), fmt::join(cos_SH.sizes(), ", "));
+    return FusedRotary::apply(x_BSNH, cos_SH, sin_SH);
+}
+
+torch::Tensor grouped_swiglu(const torch::Tensor& rows_RD, const std::vector<int64_t>& num_tokens_per_expert,
+                             const torch::Tensor& w1_EFD, const torch::Tensor& w3_EFD, const torch::Tensor& w2_EDF) {
+    MOE_CHECK(static_cast<int64_t>(num_tokens_per_expert.size()) == w1_EFD.size(0),
+              "grouped_swiglu: {} counts for {} experts", num_tokens_per_expert.size(), w1_EFD.size(0));
+    auto counts = torch::tensor(num_tokens_per_expert, torch::kInt64);
+    return GroupedSwiGLU::apply(rows_RD, counts, w1_EFD, w3_EFD, w2_EDF);
+}
+
+torch::Tensor fused_rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+    return FusedRmsNorm::apply(x, weight, eps);
+}
+
+}  // namespace moe

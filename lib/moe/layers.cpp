@@ -1,0 +1,78 @@
+#include "moe/layers.h"
+
+#include <cmath>
+#include <limits>
+
+#include "common/error.h"
+#include "moe/fused_ops.h"
+
+namespace moe {
+
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+    if (x.scalar_type() == torch::kFloat32 && weight.scalar_type() == torch::kFloat32) return fused_rms_norm(x, weight, eps);
+    return rms_norm_reference(x, weight, eps);
+}
+
+torch::Tensor rms_norm_reference(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+    auto xf = x.scalar_type() == torch::kFloat64 ? x : x.to(torch::kFloat32);
+    auto inv_rms = torch::rsqrt(xf.square().mean(-1, true) + eps);
+    return (xf * inv_rms).to(x.scalar_type()) * weight;
+}
+
+RotaryTables RotaryTables::make(int64_t max_len, int64_t head_dim, double theta) {
+    MOE_CHECK(head_dim % 2 == 0, "rotary embedding needs an even head dim, got {}", head_dim);
+    auto idx = torch::arange(0, head_dim, 2, torch::kFloat64) / double(head_dim);
+    auto inv_freq = torch::pow(theta, -idx);                                     // [Hd/2]
+    auto freqs = torch::outer(torch::arange(max_len, torch::kFloat64), inv_freq);  // [S, Hd/2]
+    auto emb = torch::cat({freqs, freqs}, 1);                                    // [S, Hd]
+    return RotaryTables{emb.cos().to(torch::kFloat32), emb.sin().to(torch::kFloat32)};
+}
+
+torch::Tensor apply_rotary(const torch::Tensor& x_BNSH, const RotaryTables& rope, int64_t seq_len) {
+    const int64_t half = x_BNSH.size(-1) / 2;
+    auto cos = rope.cos.narrow(0, 0, seq_len);
+    auto sin = rope.sin.narrow(0, 0, seq_len);
+    auto rotated = torch::cat({-x_BNSH.narrow(-1, half, half), x_BNSH.narrow(-1, 0, half)}, -1);
+    return x_BNSH * cos + rotated * sin;
+}
+
+torch::Tensor causal_mask(int64_t seq_len) {
+    return torch::full({seq_len, seq_len}, -std::numeric_limits<float>::infinity()).triu(1);
+}
+
+torch::Tensor attention(const torch::Tensor& x_BSD, const AttentionWeights& w, int64_t n_heads, int64_t n_kv_heads,
+                        const RotaryTables& rope, const torch::Tensor& causal_mask_SS) {
+    const int64_t B = x_BSD.size(0), S = x_BSD.size(1);
+    const int64_t Hd = w.q_proj.size(0) / n_heads, rep = n_heads / n_kv_heads;
+    auto q = torch::matmul(x_BSD, w.q_proj.t()).view({B, S, n_heads, Hd});
+    auto k = torch::matmul(x_BSD, w.k_proj.t()).view({B, S, n_kv_heads, Hd});
+    auto v = torch::matmul(x_BSD, w.v_proj.t()).view({B, S, n_kv_heads, Hd}).transpose(1, 2);
+    if (q.scalar_type() == torch::kFloat32) {
+        q = fused_rotary(q, rope.cos, rope.sin).transpose(1, 2);
+        k = fused_rotary(k, rope.cos, rope.sin).transpose(1, 2);
+    } else {
+        q = apply_rotary(q.transpose(1, 2), rope, S);
+        k = apply_rotary(k.transpose(1, 2), rope, S);
+    }
+    if (rep > 1) {  // HF repeat_kv: each key/value head serves `rep` consecutive query heads
+        k = k.unsqueeze(2).expand({B, n_kv_heads, rep, S, Hd}).reshape({B, n_heads, S, Hd});
+        v = v.unsqueeze(2).expand({B, n_kv_heads, rep, S, Hd}).reshape({B, n_heads, S, Hd});
+    }
+    auto q3 = q.reshape({B * n_heads, S, Hd});
+    auto k3 = k.reshape({B * n_heads, S, Hd});
+    auto v3 = v.reshape({B * n_heads, S, Hd});
+    // mask + scale * q k^T in one pass over the scores.
+    auto mask = causal_mask_SS.narrow(0, 0, S).narrow(1, 0, S).unsqueeze(0).expand({B * n_heads, S, S});
+    auto scores = torch::baddbmm(mask, q3, k3.transpose(1, 2), 1.0, 1.0 / std::sqrt(double(Hd)));
+    auto probs = torch::softmax(scores, -1);
+    auto out = torch::bmm(probs, v3).view({B, n_heads, S, Hd}).transpose(1, 2).reshape({B, S, n_heads * Hd});
+    return torch::matmul(out, w.o_proj.t());
+}
+
+torch::Tensor swiglu(const torch::Tensor& x_ND, const torch::Tensor& w1_FD, const torch::Tensor& w3_FD,
+                     const torch::Tensor& w2_DF) {
+    auto h = torch::silu(torch::mm(x_ND, w1_FD.t())) * torch::mm(x_ND, w3_FD.t());
+    return torch::mm(h, w2_DF.t());
+}
+
+}  // namespace moe

@@ -1,0 +1,31 @@
+// Configuration of the process layout (section `parallel:`) and of time-dilated async SGD
+// (section `async:`). Owned by lib/parallel.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+enum class PipelineSchedule { gpipe, one_f_one_b };
+
+struct ParallelConfig {
+    int64_t pp = 1;  // pipeline stages
+    int64_t dp = 1;  // data-parallel replicas
+    int64_t ep = 1;  // expert-parallel degree inside a data group (dp % ep == 0)
+    PipelineSchedule schedule = PipelineSchedule::one_f_one_b;
+    std::vector<int64_t> partition;  // layers per stage; empty = even split
+    double bucket_mb = 25.0;         // gradient all-reduce bucket size
+};
+
+struct AsyncConfig {
+    bool enabled = false;
+    double window_seconds = 10.0;  // T: wall-clock length of one inner window
+    double outer_lr = 0.7;         // DiLoCo outer Nesterov SGD
+    double outer_momentum = 0.9;
+    double staleness_alpha = 0.5;  // gamma(tau) = 1 / (1 + tau)^alpha
+    bool blocking = false;         // wait for each reduction (tests: equals synchronous DP)
+};
+
+}  // namespace moe

@@ -1,0 +1,41 @@
+// Held-out evaluation shared by the trainer and moe-eval: mean token loss over eval batches,
+// perplexity, bits per byte (byte data), and the expert load of every MoE layer.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "moe/transformer.h"
+#include "train/data.h"
+
+namespace moe {
+
+struct ExpertLoad {
+    int64_t layer = 0;
+    std::vector<double> share;   // fraction of routed assignments per expert (sums to 1)
+    double dropped_fraction = 0; // assignments dropped by capacity / routed
+};
+
+struct EvalResult {
+    double loss = 0;                     // mean cross-entropy, nats per token
+    double perplexity = 0;
+    std::optional<double> bits_per_byte; // when tokens are bytes
+    int64_t tokens = 0;
+    std::vector<ExpertLoad> expert_load; // one per MoE layer
+};
+
+EvalResult evaluate(MoeTransformer& model, DataSource& data, int64_t num_batches, int64_t batch_size);
+
+// Tokens of a TokenBatch as int64 tensors [B, T].
+torch::Tensor batch_inputs(const TokenBatch& b);
+torch::Tensor batch_targets(const TokenBatch& b);
+
+// A fixed-width text table of the expert load (one row per layer), for logs and moe-eval.
+std::string format_expert_load(const std::vector<ExpertLoad>& load);
+
+}  // namespace moe

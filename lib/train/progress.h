@@ -1,0 +1,24 @@
+// Progress output: on a terminal one live line (step/total, loss, tokens/s, ETA) redrawn in
+// place; otherwise a plain log line every `log_every` steps, so CI logs stay readable.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+
+namespace moe {
+
+class Progress {
+   public:
+    Progress(int64_t total_steps, int64_t log_every, int64_t first_step = 0);
+    void update(int64_t steps_done, double loss, double tokens_per_s, std::optional<double> eval_loss, bool skipped);
+    void finish();
+
+   private:
+    int64_t total_, log_every_, first_;
+    bool tty_;
+    bool line_open_ = false;
+    std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace moe

@@ -1,0 +1,240 @@
+#include "train/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <thread>
+
+#include "common/error.h"
+#include "train/lr_schedule.h"
+#include "train/progress.h"
+#include "train/system_info.h"
+
+namespace moe {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string make_run_id(const Config& cfg) {
+    std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    localtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+    return fmt::format("{}-{}-{}", buf, model_config_hash(cfg).substr(0, 6), ::getpid() % 10000);
+}
+
+int64_t default_threads() {
+    unsigned cores = std::thread::hardware_concurrency();
+    return cores > 0 ? int64_t(cores) : 1;
+}
+
+const std::vector<std::string> kMetricColumns = {"step", "loss", "aux_loss", "z_loss", "lr", "grad_norm",
+                                                 "tokens", "tokens_per_s", "step_seconds", "dropped_fraction",
+                                                 "skipped", "eval_loss"};
+
+}  // namespace
+
+Trainer::Trainer(Config cfg, std::string command_line, std::string run_dir)
+    : cfg_(std::move(cfg)), command_line_(std::move(command_line)), run_dir_(std::move(run_dir)) {
+    at::set_num_threads(int(cfg_.train.threads > 0 ? cfg_.train.threads : default_threads()));
+    data_ = make_data_source(cfg_.data, cfg_.train.seq_len, cfg_.train.seed, 0, 1);
+    if (data_->vocab_size() > cfg_.model.vocab_size)
+        throw ConfigError(fmt::format("model.vocab_size: {} is smaller than the data's vocabulary {} ({}) ({})",
+                                      cfg_.model.vocab_size, data_->vocab_size(), data_->describe(), cfg_.source_path));
+    model_ = std::make_unique<MoeTransformer>(cfg_.model, std::make_shared<LocalDispatcher>(cfg_.model.moe.num_experts),
+                                              cfg_.train.seed);
+    optimizer_ = std::make_unique<AdamW>(model_->params(), cfg_.optim);
+    entropy_bound_ = data_->entropy_bound(cfg_.train.eval_batches, cfg_.train.batch_size);
+
+    if (run_dir_.empty()) {
+        run_id_ = cfg_.train.run_id.empty() ? make_run_id(cfg_) : cfg_.train.run_id;
+        run_dir_ = cfg_.train.run_dir + "/" + run_id_;
+    } else {
+        run_id_ = std::filesystem::path(run_dir_).lexically_normal().filename().string();
+        if (run_id_.empty()) run_id_ = std::filesystem::path(run_dir_).lexically_normal().parent_path().filename().string();
+    }
+}
+
+void Trainer::write_start_record() {
+    record_ = std::make_unique<RunRecord>(run_dir_);
+    YAML::Node& r = record_->root();
+    r["run_id"] = run_id_;
+    r["status"] = "running";
+    r["command_line"] = command_line_;
+    r["config_file"] = cfg_.source_path;
+    r["overrides"] = YAML::Node(YAML::NodeType::Sequence);
+    for (const auto& o : cfg_.overrides) r["overrides"].push_back(o);
+    r["config"] = YAML::Load(config_to_yaml(cfg_));
+    r["config_hash"] = model_config_hash(cfg_);
+    YAML::Node world;
+    world["size"] = 1;
+    world["pp"] = cfg_.parallel.pp;
+    world["dp"] = cfg_.parallel.dp;
+    world["ep"] = cfg_.parallel.ep;
+    world["ranks_per_host"] = 1;
+    world["threads_per_rank"] = at::get_num_threads();
+    r["world"] = world;
+    r["host"] = host_description();
+    r["versions"] = library_versions();
+    r["data"] = data_->describe();
+    r["parameters"] = model_->params().total_numel();
+    r["start_time"] = iso_time_now();
+    r["end_time"] = YAML::Node(YAML::NodeType::Null);
+    record_->write();
+    metrics_ = std::make_unique<MetricsLog>(run_dir_ + "/metrics.csv", kMetricColumns);
+}
+
+void Trainer::finish_record(const std::string& status, const std::string& error) {
+    if (!record_) return;
+    YAML::Node& r = record_->root();
+    r["status"] = status;
+    r["end_time"] = iso_time_now();
+    if (!error.empty()) r["error"] = error;
+    YAML::Node s;
+    s["steps"] = optimizer_->step_count() + skipped_steps_;
+    s["optimizer_steps"] = optimizer_->step_count();
+    s["skipped_steps"] = skipped_steps_;
+    s["tokens"] = tokens_seen_;
+    s["train_seconds"] = train_seconds_;
+    s["tokens_per_s"] = train_seconds_ > 0 ? double(tokens_seen_) / train_seconds_ : 0.0;
+    if (last_step_) s["final_train_loss"] = last_step_->loss;
+    if (last_eval_) {
+        s["final_eval_loss"] = last_eval_->loss;
+        s["final_eval_perplexity"] = last_eval_->perplexity;
+        if (last_eval_->bits_per_byte) s["final_eval_bits_per_byte"] = *last_eval_->bits_per_byte;
+        YAML::Node load;
+        for (const auto& l : last_eval_->expert_load) {
+            YAML::Node row;
+            row["layer"] = l.layer;
+            row["share"] = l.share;
+            row["dropped_fraction"] = l.dropped_fraction;
+            load.push_back(row);
+        }
+        s["expert_load"] = load;
+    }
+    if (entropy_bound_) {
+        s["entropy_bound"] = *entropy_bound_;
+        if (last_eval_) s["eval_loss_over_bound"] = last_eval_->loss / *entropy_bound_;
+    }
+    r["summary"] = s;
+    record_->write();
+}
+
+StepResult Trainer::train_step(int64_t step) {
+    StepResult r;
+    r.lr = learning_rate(cfg_.optim, step, cfg_.train.steps);
+    ParameterStore& params = model_->params();
+    params.zero_grads();
+
+    const int64_t B = cfg_.train.batch_size, M = cfg_.train.micro_batches;
+    TokenBatch batch = data_->next_train_batch(B);
+    auto inputs = batch_inputs(batch), targets = batch_targets(batch);
+    int64_t routed = 0, dropped = 0, moe_layers = 0;
+    for (int64_t m = 0; m < M; ++m) {
+        const int64_t lo = m * B / M, hi = (m + 1) * B / M;
+        const double weight = double(hi - lo) / double(B);  // equal-size micro-batches -> 1/M
+        model_->set_loss_scale(weight);
+        auto logits = model_->forward(inputs.narrow(0, lo, hi - lo));
+        auto loss = MoeTransformer::cross_entropy(logits, targets.narrow(0, lo, hi - lo));
+        (loss * weight).backward();
+        r.loss += loss.item<double>() * weight;
+        for (const auto& [layer, s] : model_->last_moe_stats()) {
+            r.aux_loss += s.aux_loss * weight;
+            r.z_loss += s.z_loss * weight;
+            routed += s.num_routed;
+            dropped += s.num_dropped;
+            moe_layers += (m == 0);
+        }
+    }
+    if (moe_layers > 0) {
+        r.aux_loss /= double(moe_layers);
+        r.z_loss /= double(moe_layers);
+    }
+    r.dropped_fraction = routed > 0 ? double(dropped) / double(routed) : 0.0;
+    tokens_seen_ += B * cfg_.train.seq_len;
+
+    if (!std::isfinite(r.loss)) {
+        r.skipped = true;
+        ++skipped_steps_;
+        if (++bad_steps_in_a_row_ > cfg_.train.max_bad_steps)
+            throw Error(fmt::format("step {}: loss is {} for {} steps in a row (train.max_bad_steps = {}); "
+                                    "lower optim.lr or check the data",
+                                    step, r.loss, bad_steps_in_a_row_, cfg_.train.max_bad_steps));
+        return r;
+    }
+    bad_steps_in_a_row_ = 0;
+
+    torch::NoGradGuard no_grad;
+    double sq = 0;
+    for (auto g : {ParamGroup::dense, ParamGroup::expert})
+        if (params.numel(g) > 0) sq += params.grads(g).square().sum().item<double>();
+    r.grad_norm = std::sqrt(sq);
+    if (cfg_.optim.grad_clip > 0 && r.grad_norm > cfg_.optim.grad_clip) {
+        const double scale = cfg_.optim.grad_clip / (r.grad_norm + 1e-6);
+        for (auto g : {ParamGroup::dense, ParamGroup::expert}) params.grads(g).mul_(scale);
+    }
+    optimizer_->step(r.lr);
+    return r;
+}
+
+EvalResult Trainer::evaluate_now() {
+    return evaluate(*model_, *data_, cfg_.train.eval_batches, cfg_.train.batch_size);
+}
+
+void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, std::optional<double> eval_loss) {
+    std::map<std::string, double> row{{"step", double(step)},
+                                      {"loss", r.loss},
+                                      {"aux_loss", r.aux_loss},
+                                      {"z_loss", r.z_loss},
+                                      {"lr", r.lr},
+                                      {"grad_norm", r.grad_norm},
+                                      {"tokens", double(tokens_seen_)},
+                                      {"tokens_per_s", double(cfg_.train.batch_size * cfg_.train.seq_len) / step_seconds},
+                                      {"step_seconds", step_seconds},
+                                      {"dropped_fraction", r.dropped_fraction},
+                                      {"skipped", r.skipped ? 1.0 : 0.0}};
+    if (eval_loss) row["eval_loss"] = *eval_loss;
+    metrics_->append(row);
+}
+
+int Trainer::run() {
+    write_start_record();
+    Progress progress(cfg_.train.steps, cfg_.train.log_every);
+    try {
+        for (int64_t step = 0; step < cfg_.train.steps; ++step) {
+            auto t0 = Clock::now();
+            StepResult r = train_step(step);
+            double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+            train_seconds_ += dt;
+            last_step_ = r;
+
+            std::optional<double> eval_loss;
+            const bool last = step + 1 == cfg_.train.steps;
+            if (last || (cfg_.train.eval_every > 0 && (step + 1) % cfg_.train.eval_every == 0)) {
+                last_eval_ = evaluate_now();
+                eval_loss = last_eval_->loss;
+            }
+            log_step(step, r, dt, eval_loss);
+            progress.update(step + 1, r.loss, double(tokens_seen_) / train_seconds_, eval_loss, r.skipped);
+        }
+        progress.finish();
+    } catch (const std::exception& e) {
+        progress.finish();
+        finish_record("failed", e.what());
+        throw;
+    }
+    finish_record("completed", "");
+    if (last_eval_) {
+        fmt::print("final eval loss {:.4f} (perplexity {:.3f})", last_eval_->loss, last_eval_->perplexity);
+        if (entropy_bound_) fmt::print(", entropy bound {:.4f}, ratio {:.3f}", *entropy_bound_, last_eval_->loss / *entropy_bound_);
+        fmt::print("\nexpert load (share of routed tokens per expert):\n{}", format_expert_load(last_eval_->expert_load));
+    }
+    fmt::print("run record: {}/record.yaml\n", run_dir_);
+    return 0;
+}
+
+}  // namespace moe

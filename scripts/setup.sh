@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what moe-train needs on Debian 12 (only what is missing), then configures and builds it
+# in Release into build/. Idempotent: a second run installs nothing and rebuilds only what changed.
+#   scripts/setup.sh            # install + build
+#   BUILD_DIR=out scripts/setup.sh
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build_dir=${BUILD_DIR:-$root/build}
+
+packages=(
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  libtorch-dev libopenblas0-pthread           # libtorch; OpenBLAS or matmuls run ~13x slower
+  libopenmpi-dev openmpi-bin                   # MPI
+  libyaml-cpp-dev libhdf5-dev libcli11-dev libfmt-dev doctest-dev libssl-dev
+  python3 python3-numpy python3-h5py           # the h5py cross-check of checkpoints
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then missing+=("$p"); fi
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${#missing[@]} missing package(s): ${missing[*]}"
+  if [[ $(id -u) -eq 0 ]]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+  else
+    echo "setup: not root. Run this, then re-run $0:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+if [[ ! -f $build_dir/CMakeCache.txt ]]; then
+  cmake -S "$root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release
+fi
+cmake --build "$build_dir" -j "$(nproc)"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the whole test suite (unit and multi-rank tests)
+# with ctest. Extra arguments go to ctest, e.g. scripts/test.sh -R moe
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$root/scripts/setup.sh"
+# Multi-rank tests start mpirun; as root Open MPI needs explicit permission.
+if [[ $(id -u) -eq 0 ]]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+export OMPI_MCA_rmaps_base_oversubscribe=1
+cd "${BUILD_DIR:-$root/build}"
+ctest --output-on-failure -j "$(nproc)" "$@"

@@ -2,7 +2,9 @@
 //
 //   moe-train configs/tiny.yaml
 //   moe-train configs/tiny.yaml --set model.n_layers=6 --set train.steps=100 --run-dir runs/exp1
-//   mpirun -np 2 moe-train configs/dp2.yaml
+//   moe-train configs/tiny.yaml --run-dir runs/a --stop-after 100   # then the same without
+//                                                                   # --stop-after continues it
+// Exit codes: 0 done, 1 error, 2 config error, 3 interrupted by a signal (checkpoint saved).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -13,6 +15,7 @@
 #include "common/error.h"
 #include "train/config.h"
 #include "train/features.h"
+#include "train/stop_signal.h"
 #include "train/trainer.h"
 
 namespace {
@@ -29,17 +32,25 @@ int main(int argc, char** argv) {
     CLI::App app{"moe-train: train a Mixtral-style Mixture-of-Experts language model"};
     std::string config_path;
     std::vector<std::string> overrides;
-    std::string run_dir;
+    moe::RunOptions options;
     app.add_option("config", config_path, "YAML configuration file (see docs/configuration.md)")->required();
     app.add_option("--set", overrides, "override one key, e.g. --set model.n_layers=6 (repeatable)");
-    app.add_option("--run-dir", run_dir, "directory for this run's record, metrics and checkpoints "
-                                         "(default: <train.run_dir>/<run id>)");
+    app.add_option("--run-dir", options.run_dir, "directory for this run's record, metrics and checkpoints "
+                                                 "(default: <train.run_dir>/<run id>)");
+    app.add_option("--resume", options.resume,
+                   "auto (default): continue from the newest valid checkpoint in the checkpoint dir, if any; "
+                   "never; or a checkpoint directory to start from");
+    app.add_option("--stop-after", options.stop_after,
+                   "stop after this many steps with a checkpoint, as a signal would (the LR schedule still "
+                   "spans train.steps)")
+        ->check(CLI::PositiveNumber);
     CLI11_PARSE(app, argc, argv);
 
     try {
         moe::Config cfg = moe::load_config(config_path, overrides);
         moe::reject_unavailable_features(cfg);
-        moe::Trainer trainer(std::move(cfg), joined_command_line(argc, argv), run_dir);
+        moe::install_stop_signal_handlers();
+        moe::Trainer trainer(std::move(cfg), joined_command_line(argc, argv), options);
         return trainer.run();
     } catch (const moe::ConfigError& e) {
         fmt::print(stderr, "moe-train: config error: {}\n", e.what());

@@ -54,16 +54,29 @@ class Parser {
         auto eq = assignment.find('=');
         if (eq == std::string::npos || eq == 0)
             throw ConfigError(fmt::format("{}: expected key=value, e.g. --set model.n_layers=6", origin));
-        const std::string key = assignment.substr(0, eq);
-        YAML::Node value;
-        try {
-            value = YAML::Load(assignment.substr(eq + 1));
-        } catch (const YAML::Exception& e) {
-            throw ConfigError(fmt::format("{}: value is not valid YAML: {} ({})", key, e.msg, origin));
-        }
+        const std::string key = assignment.substr(0, eq), text = assignment.substr(eq + 1);
         auto it = fields_.find(key);
         if (it == fields_.end()) throw ConfigError(unknown_key_message(key, origin));
-        set(*it->second, value, origin);
+        // The value is read as YAML (so lists and quoted strings work); when that is not valid
+        // YAML or not a scalar, a string key takes the text as it is ("--set checkpoint.dir=/a: b").
+        YAML::Node value;
+        std::string yaml_error;
+        try {
+            value = YAML::Load(text);
+        } catch (const YAML::Exception& e) {
+            yaml_error = e.msg;
+        }
+        if (yaml_error.empty() && (value.IsScalar() || value.IsSequence() || value.IsNull())) {
+            set(*it->second, value, origin);
+            return;
+        }
+        try {
+            set(*it->second, YAML::Node(text), origin);
+        } catch (const ConfigError&) {
+            if (!yaml_error.empty())
+                throw ConfigError(fmt::format("{}: value is not valid YAML: {} ({})", key, yaml_error, origin));
+            set(*it->second, value, origin);   // throws naming what was expected
+        }
     }
 
     const std::map<std::string, std::string>& origins() const { return origins_; }
@@ -89,9 +102,13 @@ class Parser {
     }
 
     void walk(const YAML::Node& map, const std::string& prefix) {
+        // yaml-cpp keeps both entries of a repeated key; one silently winning is a trap.
+        std::map<std::string, std::string> seen;   // key -> where it was first set
         for (const auto& kv : map) {
             const std::string key = prefix + kv.first.as<std::string>();
             const YAML::Node& value = kv.second;
+            if (auto [it, fresh] = seen.emplace(key, where(kv.first)); !fresh)
+                throw ConfigError(fmt::format("{}: key appears twice (first at {}) ({})", key, it->second, where(kv.first)));
             if (sections_.count(key)) {
                 if (value.IsNull()) continue;  // an empty section keeps its defaults
                 if (!value.IsMap())
@@ -206,7 +223,9 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 }
 
 std::string config_to_yaml(const Config& cfg) {
-    YAML::Node root;
+    // A map from the start: copies of a default-constructed (null) node do not share storage,
+    // so the chain below would otherwise build into copies and leave `root` empty.
+    YAML::Node root(YAML::NodeType::Map);
     for (const auto& f : config_schema()) {
         // Walk "a.b.c" down the node tree, creating maps as needed.
         std::vector<std::string> parts;

@@ -186,19 +186,29 @@ std::vector<int32_t> load_tokens(DataFormat format, const std::string& path) {
     return tokens;
 }
 
+// load_tokens with the config key that named the file in front of the message, so a user knows
+// which setting to fix: "data.eval_path: /d/val.bin: bad magic 7 (...)".
+std::vector<int32_t> load_tokens_for(const char* key, DataFormat format, const std::string& path) {
+    try {
+        return load_tokens(format, path);
+    } catch (const DataError& e) {
+        throw DataError(fmt::format("{}: {}", key, e.what()));
+    }
+}
+
 // Non-overlapping windows of seq_len + 1 tokens (stride seq_len); training visits them in a
 // seeded permutation per epoch, eval in order.
 class FileSource final : public IndexedSource {
    public:
     FileSource(const DataConfig& cfg, int64_t seq_len, uint64_t seed, int64_t replica, int64_t replicas)
         : IndexedSource(seq_len, replica, replicas), cfg_(cfg), seed_(seed) {
-        train_ = load_tokens(cfg.source, cfg.path);
+        train_ = load_tokens_for("data.path", cfg.source, cfg.path);
         if (!cfg.eval_path.empty()) {
-            eval_ = load_tokens(cfg.source, cfg.eval_path);
+            eval_ = load_tokens_for("data.eval_path", cfg.source, cfg.eval_path);
         } else {
             const size_t n_eval = size_t(double(train_.size()) * cfg.eval_fraction);
             if (n_eval < size_t(seq_len + 1))
-                throw DataError(fmt::format("{}: the held-out {:.0f}% is {} tokens, shorter than one sequence of {} "
+                throw DataError(fmt::format("data.path: {}: the held-out {:.0f}% is {} tokens, shorter than one sequence of {} "
                                             "(set data.eval_path or a larger data.eval_fraction)",
                                             cfg.path, cfg.eval_fraction * 100, n_eval, seq_len + 1));
             eval_.assign(train_.end() - int64_t(n_eval), train_.end());
@@ -207,10 +217,11 @@ class FileSource final : public IndexedSource {
         train_windows_ = windows(train_);
         eval_windows_ = windows(eval_);
         if (train_windows_ == 0)
-            throw DataError(fmt::format("{}: {} training tokens, fewer than one sequence of {} (train.seq_len + 1)",
+            throw DataError(fmt::format("data.path: {}: {} training tokens, fewer than one sequence of {} (train.seq_len + 1)",
                                         cfg.path, train_.size(), seq_len + 1));
         if (eval_windows_ == 0)
-            throw DataError(fmt::format("{}: {} eval tokens, fewer than one sequence of {}",
+            throw DataError(fmt::format("{}: {}: {} eval tokens, fewer than one sequence of {}",
+                                        cfg.eval_path.empty() ? "data.path" : "data.eval_path",
                                         cfg.eval_path.empty() ? cfg.path : cfg.eval_path, eval_.size(), seq_len + 1));
         max_token_ = 0;
         for (int32_t t : train_) max_token_ = std::max(max_token_, t);

@@ -29,7 +29,4 @@ class RunRecord {
 // Local time as ISO 8601 with offset, e.g. 2026-11-23T10:04:05+0000.
 std::string iso_time_now();
 
-// Writes `content` to `path` through a temporary file, fsync and rename (then fsyncs the folder).
-void write_file_atomically(const std::string& path, const std::string& content);
-
 }  // namespace moe

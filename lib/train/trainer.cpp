@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <thread>
@@ -10,6 +11,7 @@
 #include "common/error.h"
 #include "train/lr_schedule.h"
 #include "train/progress.h"
+#include "train/stop_signal.h"
 #include "train/system_info.h"
 
 namespace moe {
@@ -38,8 +40,11 @@ const std::vector<std::string> kMetricColumns = {"step", "loss", "aux_loss", "z_
 
 }  // namespace
 
-Trainer::Trainer(Config cfg, std::string command_line, std::string run_dir)
-    : cfg_(std::move(cfg)), command_line_(std::move(command_line)), run_dir_(std::move(run_dir)) {
+Trainer::Trainer(Config cfg, std::string command_line, RunOptions options)
+    : cfg_(std::move(cfg)),
+      command_line_(std::move(command_line)),
+      options_(std::move(options)),
+      run_dir_(options_.run_dir) {
     at::set_num_threads(int(cfg_.train.threads > 0 ? cfg_.train.threads : default_threads()));
     data_ = make_data_source(cfg_.data, cfg_.train.seq_len, cfg_.train.seed, 0, 1);
     if (data_->vocab_size() > cfg_.model.vocab_size)
@@ -57,9 +62,10 @@ Trainer::Trainer(Config cfg, std::string command_line, std::string run_dir)
         run_id_ = std::filesystem::path(run_dir_).lexically_normal().filename().string();
         if (run_id_.empty()) run_id_ = std::filesystem::path(run_dir_).lexically_normal().parent_path().filename().string();
     }
+    checkpoint_dir_ = default_checkpoint_dir(cfg_.checkpoint.dir, run_dir_, run_id_);
 }
 
-void Trainer::write_start_record() {
+void Trainer::write_start_record(const std::string& resumed_from) {
     record_ = std::make_unique<RunRecord>(run_dir_);
     YAML::Node& r = record_->root();
     r["run_id"] = run_id_;
@@ -82,10 +88,13 @@ void Trainer::write_start_record() {
     r["versions"] = library_versions();
     r["data"] = data_->describe();
     r["parameters"] = model_->params().total_numel();
+    r["checkpoint_dir"] = checkpoint_dir_;
+    if (!resumed_from.empty()) r["resumed_from"] = resumed_from;
     r["start_time"] = iso_time_now();
     r["end_time"] = YAML::Node(YAML::NodeType::Null);
     record_->write();
-    metrics_ = std::make_unique<MetricsLog>(run_dir_ + "/metrics.csv", kMetricColumns);
+    metrics_ = std::make_unique<MetricsLog>(run_dir_ + "/metrics.csv", kMetricColumns,
+                                            resumed_from.empty() ? -1 : first_step_);
 }
 
 void Trainer::finish_record(const std::string& status, const std::string& error) {
@@ -101,6 +110,8 @@ void Trainer::finish_record(const std::string& status, const std::string& error)
     s["tokens"] = tokens_seen_;
     s["train_seconds"] = train_seconds_;
     s["tokens_per_s"] = train_seconds_ > 0 ? double(tokens_seen_) / train_seconds_ : 0.0;
+    s["checkpoints_saved"] = checkpoints_saved_;
+    s["checkpoint_stall_seconds"] = checkpoint_stall_seconds_;
     if (last_step_) s["final_train_loss"] = last_step_->loss;
     if (last_eval_) {
         s["final_eval_loss"] = last_eval_->loss;
@@ -201,11 +212,97 @@ void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, s
     metrics_->append(row);
 }
 
+TrainingState Trainer::training_state() const {
+    TrainingState st;
+    st.tokens = tokens_seen_;
+    st.skipped_steps = skipped_steps_;
+    st.bad_steps_in_a_row = bad_steps_in_a_row_;
+    st.train_seconds = train_seconds_;
+    st.data = data_->position();
+    st.torch_rng = torch_rng_state();
+    return st;
+}
+
+std::string Trainer::resume(CheckpointStore& store) {
+    if (options_.resume == "never") return "";
+    std::string dir;
+    if (options_.resume == "auto") {
+        std::vector<std::string> skipped;
+        auto found = store.latest_valid(&skipped);
+        for (const auto& why : skipped) fmt::print(stderr, "moe-train: skipping checkpoint: {}\n", why);
+        if (!found) {
+            if (!skipped.empty())
+                throw CheckpointError(fmt::format("{}: no checkpoint verifies (see above); refusing to start over "
+                                                  "beside them (use --resume never to do so)", store.root()));
+            return "";
+        }
+        dir = *found;
+    } else if (std::filesystem::exists(options_.resume + "/manifest.yaml")) {
+        dir = options_.resume;
+        auto v = verify_checkpoint(dir);
+        if (!v.ok()) throw CheckpointError(fmt::format("--resume {}: {}", options_.resume, v.message));
+    } else {
+        // A checkpoint root: its newest valid checkpoint.
+        CheckpointStore other(options_.resume, 2, {});
+        std::vector<std::string> skipped;
+        auto found = other.latest_valid(&skipped);
+        for (const auto& why : skipped) fmt::print(stderr, "moe-train: skipping checkpoint: {}\n", why);
+        if (!found) throw CheckpointError(fmt::format("--resume {}: no valid checkpoint there", options_.resume));
+        dir = *found;
+    }
+    const YAML::Node manifest = read_manifest(dir);
+    const std::string hash = manifest["config_hash"].as<std::string>("");
+    if (hash != model_config_hash(cfg_))
+        fmt::print(stderr, "moe-train: note: {} was written with model config hash {}, this config has {}; "
+                           "loading it anyway (every tensor's name and shape is checked)\n", dir, hash,
+                   model_config_hash(cfg_));
+    TrainingState st;
+    load_checkpoint(dir, 0, model_->params(), optimizer_.get(), &st);
+    first_step_ = st.step;
+    last_saved_step_ = st.step;
+    tokens_seen_ = st.tokens;
+    skipped_steps_ = st.skipped_steps;
+    bad_steps_in_a_row_ = st.bad_steps_in_a_row;
+    train_seconds_ = st.train_seconds;
+    data_->set_position(st.data);
+    set_torch_rng_state(st.torch_rng);
+    fmt::print("resumed from {} (step {})\n", dir, st.step);
+    return dir;
+}
+
+void Trainer::save_checkpoint(CheckpointStore& store, int64_t steps_done, bool wait) {
+    if (steps_done == last_saved_step_) return;
+    auto t0 = Clock::now();
+    TrainingState st = training_state();
+    st.step = steps_done;
+    CheckpointSnapshot snapshot = take_snapshot(model_->params(), *optimizer_, st);
+    if (cfg_.checkpoint.async && !wait) {
+        store.save_async(std::move(snapshot));   // waits for the previous save, then copies nothing more
+    } else {
+        store.wait();
+        store.save(snapshot);
+    }
+    checkpoint_stall_seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
+    last_saved_step_ = steps_done;
+    ++checkpoints_saved_;
+}
+
 int Trainer::run() {
-    write_start_record();
+    CheckpointIdentity identity;
+    identity.config_yaml = config_to_yaml(cfg_);
+    identity.config_hash = model_config_hash(cfg_);
+    identity.pp = cfg_.parallel.pp;
+    identity.dp = cfg_.parallel.dp;
+    identity.ep = cfg_.parallel.ep;
+    CheckpointStore store(checkpoint_dir_, cfg_.checkpoint.keep, identity);
+    store.remove_stale_temporaries();
+    const std::string resumed_from = resume(store);
+    write_start_record(resumed_from);
+
     Progress progress(cfg_.train.steps, cfg_.train.log_every);
+    std::string stop_reason;
     try {
-        for (int64_t step = 0; step < cfg_.train.steps; ++step) {
+        for (int64_t step = first_step_; step < cfg_.train.steps; ++step) {
             auto t0 = Clock::now();
             StepResult r = train_step(step);
             double dt = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -220,12 +317,39 @@ int Trainer::run() {
             }
             log_step(step, r, dt, eval_loss);
             progress.update(step + 1, r.loss, double(tokens_seen_) / train_seconds_, eval_loss, r.skipped);
+
+            if (stop_requested())
+                stop_reason = fmt::format("signal {} ({})", stop_signal(), strsignal(stop_signal()));
+            else if (options_.stop_after > 0 && step + 1 >= options_.stop_after && !last)
+                stop_reason = fmt::format("--stop-after {}", options_.stop_after);
+            if (!stop_reason.empty()) {
+                save_checkpoint(store, step + 1, /*wait=*/true);
+                break;
+            }
+            if (cfg_.checkpoint.every > 0 && (step + 1) % cfg_.checkpoint.every == 0)
+                save_checkpoint(store, step + 1, /*wait=*/last);
         }
+        if (stop_reason.empty() && cfg_.checkpoint.save_final) save_checkpoint(store, cfg_.train.steps, true);
+        store.wait();
+        if (!last_eval_ && stop_reason.empty()) last_eval_ = evaluate_now();   // resumed a finished run
         progress.finish();
     } catch (const std::exception& e) {
         progress.finish();
+        try {
+            store.wait();
+        } catch (const std::exception& save_error) {
+            fmt::print(stderr, "moe-train: {}\n", save_error.what());
+        }
         finish_record("failed", e.what());
         throw;
+    }
+    if (!stop_reason.empty()) {
+        record_->root()["stop_reason"] = stop_reason;
+        finish_record("interrupted", "");
+        fmt::print("stopped by {} after step {}; checkpoint saved in {}\n", stop_reason, last_saved_step_,
+                   checkpoint_dir_);
+        fmt::print("run record: {}/record.yaml\n", run_dir_);
+        return stop_requested() ? kExitInterrupted : 0;
     }
     finish_record("completed", "");
     if (last_eval_) {

@@ -12,6 +12,7 @@
 
 #include "moe/transformer.h"
 #include "train/adamw.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/data.h"
 #include "train/evaluate.h"
@@ -30,11 +31,24 @@ struct StepResult {
     bool skipped = false;  // non-finite loss: no update
 };
 
+// How a run starts and ends, from the command line (not part of the config: the same config
+// is resumed and stopped in different ways).
+struct RunOptions {
+    std::string run_dir;          // empty: <train.run_dir>/<run id>
+    std::string resume = "auto";  // "auto": from LATEST under the checkpoint dir if there is one;
+                                  // "never"; or a checkpoint directory (step-N or a checkpoint root)
+    int64_t stop_after = 0;       // > 0: stop after this many steps as if signalled (for tests and
+                                  // time-boxed jobs); the schedule still spans train.steps
+};
+
+// Exit codes of run(): 0 completed (or stopped by --stop-after), 3 interrupted by a signal with a
+// checkpoint saved (run the same command again to continue).
+inline constexpr int kExitInterrupted = 3;
+
 class Trainer {
    public:
     // Validates, builds model and data (errors here leave nothing in the run directory).
-    // `run_dir` empty: <train.run_dir>/<run id>.
-    Trainer(Config cfg, std::string command_line, std::string run_dir = "");
+    Trainer(Config cfg, std::string command_line, RunOptions options = {});
 
     // Runs to the end; returns the process exit code. Finalises the record on failure too.
     int run();
@@ -45,26 +59,37 @@ class Trainer {
 
     MoeTransformer& model() { return *model_; }
     const std::string& run_dir() const { return run_dir_; }
+    const std::string& checkpoint_dir() const { return checkpoint_dir_; }
 
    private:
-    void write_start_record();
+    // Loads the checkpoint the options ask for (if any); returns its directory or "".
+    std::string resume(CheckpointStore& store);
+    TrainingState training_state() const;
+    void save_checkpoint(CheckpointStore& store, int64_t steps_done, bool wait);
+    void write_start_record(const std::string& resumed_from);
     void finish_record(const std::string& status, const std::string& error);
     void log_step(int64_t step, const StepResult& r, double step_seconds, std::optional<double> eval_loss);
 
     Config cfg_;
     std::string command_line_;
+    RunOptions options_;
     std::string run_id_;
     std::string run_dir_;
+    std::string checkpoint_dir_;
     std::unique_ptr<DataSource> data_;
     std::unique_ptr<MoeTransformer> model_;
     std::unique_ptr<AdamW> optimizer_;
     std::unique_ptr<RunRecord> record_;
     std::unique_ptr<MetricsLog> metrics_;
 
+    int64_t first_step_ = 0;   // 0, or the step a resumed run continues from
     int64_t tokens_seen_ = 0;
     int64_t bad_steps_in_a_row_ = 0;
     int64_t skipped_steps_ = 0;
     double train_seconds_ = 0;
+    int64_t checkpoints_saved_ = 0;
+    int64_t last_saved_step_ = -1;
+    double checkpoint_stall_seconds_ = 0;   // time the loop spent on saves (staging copy only when async)
     std::optional<StepResult> last_step_;
     std::optional<EvalResult> last_eval_;
     std::optional<double> entropy_bound_;

@@ -1,0 +1,139 @@
+// Checkpoints: one directory per step, one HDF5 shard per rank, a manifest written last.
+//
+//   <root>/step-00001200/rank-00000.h5   /model/<HF name>, /optim/<HF name>/{exp_avg,exp_avg_sq},
+//                                        /state/{rng,data,schedule,counters}, root attributes
+//   <root>/step-00001200/manifest.yaml   step, world, config + hash, size and SHA-256 per shard
+//   <root>/LATEST                        name of the newest complete checkpoint
+//
+// Commit protocol (why a killed process never leaves a checkpoint that looks valid but is not):
+// shards go to <root>/.tmp-step-N/ and are fsynced; the manifest is written last (temp, fsync,
+// rename); the directory is renamed to step-N and the root fsynced; LATEST is replaced by
+// temp + rename. A directory without a manifest whose sizes and checksums match is never
+// loaded; leftover .tmp-* directories are removed at start-up. See docs/checkpoint-format.md.
+#pragma once
+
+#include <torch/torch.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cstdint>
+#include <exception>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "moe/parameter_store.h"
+#include "train/adamw.h"
+#include "train/data.h"
+
+namespace moe {
+
+inline constexpr const char* kCheckpointFormat = "moe-train-checkpoint";
+inline constexpr int64_t kCheckpointVersion = 1;
+
+// Everything besides tensors that a resumed run needs to continue bit for bit.
+struct TrainingState {
+    int64_t step = 0;                 // steps completed = index of the next step (also the LR schedule position)
+    int64_t tokens = 0;               // tokens trained on so far
+    int64_t skipped_steps = 0;        // non-finite losses skipped in total
+    int64_t bad_steps_in_a_row = 0;   // the NaN-skip counter
+    double train_seconds = 0;
+    DataPosition data;
+    std::vector<uint8_t> torch_rng;   // libtorch's default CPU generator state
+};
+
+// What the manifest says about the run that wrote a checkpoint.
+struct CheckpointIdentity {
+    std::string config_yaml;   // resolved config (moe-eval rebuilds the model from it)
+    std::string config_hash;   // model_config_hash: a resume with other shapes is refused
+    int64_t world_size = 1, pp = 1, dp = 1, ep = 1;
+};
+
+// CPU copies of everything to save, taken synchronously so training can go on while a
+// background thread writes them (the "staging copy").
+struct CheckpointSnapshot {
+    struct Named {
+        std::string name;      // HF name
+        torch::Tensor value;   // contiguous float32, HF shape
+    };
+    std::vector<Named> model, exp_avg, exp_avg_sq;
+    int64_t optimizer_steps = 0;
+    TrainingState state;
+};
+
+// libtorch's default CPU generator state as bytes, and back.
+std::vector<uint8_t> torch_rng_state();
+void set_torch_rng_state(const std::vector<uint8_t>& bytes);
+
+CheckpointSnapshot take_snapshot(const ParameterStore& params, AdamW& optimizer, const TrainingState& state);
+
+// Per-tensor HF names and shapes of a store, with stacked experts expanded to one entry each.
+struct TensorSlot {
+    std::string name;
+    const ParamEntry* entry;
+    int64_t slice;   // stacked experts: the slice; -1 otherwise
+};
+std::vector<TensorSlot> tensor_slots(const ParameterStore& params);
+
+std::string step_dir_name(int64_t step);        // "step-00001200"
+std::string shard_file_name(int64_t rank);      // "rank-00000.h5"
+
+enum class VerifyStatus { ok = 0, no_manifest = 10, bad_manifest = 11, missing_shard = 12, size_mismatch = 13, checksum_mismatch = 14 };
+
+struct VerifyResult {
+    VerifyStatus status = VerifyStatus::ok;
+    std::string message;   // names the file and what is wrong
+    bool ok() const { return status == VerifyStatus::ok; }
+};
+
+// Checks the manifest and every shard's size and SHA-256.
+VerifyResult verify_checkpoint(const std::string& dir);
+YAML::Node read_manifest(const std::string& dir);
+
+// Loads parameters (and, when given, optimizer state and training state) from a verified
+// checkpoint into a model built from the same config. Every name and shape is checked; a
+// mismatch names the tensor and both shapes.
+void load_checkpoint(const std::string& dir, int64_t rank, ParameterStore& params, AdamW* optimizer,
+                     TrainingState* state);
+
+class CheckpointStore {
+   public:
+    CheckpointStore(std::string root, int64_t keep, CheckpointIdentity identity, int64_t rank = 0);
+    ~CheckpointStore();   // waits for a save in flight (errors are logged, not thrown)
+
+    const std::string& root() const { return root_; }
+
+    // Removes .tmp-* directories left by a killed process.
+    void remove_stale_temporaries();
+
+    // Writes and commits synchronously; returns the checkpoint directory.
+    std::string save(const CheckpointSnapshot& snapshot);
+    // Starts a background save of `snapshot` after waiting for the previous one (at most one
+    // in flight). Errors surface from the next wait()/save_async().
+    void save_async(CheckpointSnapshot snapshot);
+    // Waits for the save in flight; rethrows its error.
+    void wait();
+
+    // The newest checkpoint that verifies: LATEST first, then older step directories. Reasons
+    // for skipping newer ones are appended to `skipped`.
+    std::optional<std::string> latest_valid(std::vector<std::string>* skipped = nullptr) const;
+    // Complete step directories (with a manifest), newest first.
+    std::vector<std::string> list_steps() const;
+
+   private:
+    void write_shard(const std::string& path, const CheckpointSnapshot& s) const;
+    void prune();
+
+    std::string root_;
+    int64_t keep_;
+    CheckpointIdentity identity_;
+    int64_t rank_;
+    std::thread worker_;
+    std::exception_ptr worker_error_;
+};
+
+// checkpoint.dir when set; else on a Fly.io machine with a volume at /data,
+// /data/checkpoints/<run-id>; else <run-dir>/checkpoints.
+std::string default_checkpoint_dir(const std::string& configured, const std::string& run_dir, const std::string& run_id);
+
+}  // namespace moe

@@ -1,0 +1,25 @@
+// Durable file operations for checkpoints and run records: atomic replace (temp + fsync +
+// rename + fsync of the folder), fsync of files and folders, and SHA-256 of a file.
+// Errors throw moe::Error naming the path and the failing call.
+#pragma once
+
+#include <string>
+
+namespace moe {
+
+// Writes `content` to `path` through a temporary file, fsync and rename (then fsyncs the folder).
+void write_file_atomically(const std::string& path, const std::string& content);
+
+void fsync_file(const std::string& path);
+void fsync_directory(const std::string& path);
+
+// Renames `from` to `to` (same filesystem) and fsyncs the parent folder of `to`.
+void rename_durably(const std::string& from, const std::string& to);
+
+// Lower-case hex SHA-256 of a file's bytes (OpenSSL EVP).
+std::string sha256_file(const std::string& path);
+
+// Whole file as a string; throws naming the path when it cannot be read.
+std::string read_file(const std::string& path);
+
+}  // namespace moe

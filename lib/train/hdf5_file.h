@@ -1,0 +1,59 @@
+// A thin, checked wrapper over the HDF5 C API: just what checkpoints need. Every HDF5 call's
+// status is checked; a failure throws CheckpointError naming the file, the object and the call.
+// HDF5's own error stack printing is silenced (our message says what failed).
+//
+//   Hdf5File f = Hdf5File::create("rank-00000.h5");
+//   f.write_floats("/model/lm_head.weight", data, {V, D});
+//   f.set_attribute("/", "step", int64_t{1200});
+#pragma once
+
+#include <hdf5.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+class Hdf5File {
+   public:
+    static Hdf5File create(const std::string& path);     // truncates
+    static Hdf5File open_read(const std::string& path);
+    ~Hdf5File();
+    Hdf5File(Hdf5File&& o) noexcept;
+    Hdf5File& operator=(Hdf5File&&) = delete;
+    Hdf5File(const Hdf5File&) = delete;
+
+    // Datasets are contiguous; parent groups are created as needed. `path` is absolute ("/a/b").
+    // Creates the group and any missing parents (no-op when it exists).
+    void create_group(const std::string& group);
+    void write_floats(const std::string& path, const float* data, const std::vector<int64_t>& shape);
+    void write_bytes(const std::string& path, const std::vector<uint8_t>& data);
+    void set_attribute(const std::string& object, const std::string& name, int64_t value);
+    void set_attribute(const std::string& object, const std::string& name, double value);
+    void set_attribute(const std::string& object, const std::string& name, const std::string& value);
+
+    bool exists(const std::string& path) const;
+    std::vector<int64_t> shape(const std::string& dataset) const;
+    // Reads a float32 dataset whose element count must be `count`.
+    void read_floats(const std::string& dataset, float* out, int64_t count) const;
+    std::vector<uint8_t> read_bytes(const std::string& dataset) const;
+    int64_t attribute_int(const std::string& object, const std::string& name) const;
+    double attribute_double(const std::string& object, const std::string& name) const;
+    std::string attribute_string(const std::string& object, const std::string& name) const;
+    // Names of the links directly under a group.
+    std::vector<std::string> list(const std::string& group) const;
+
+    // Closes the file (flushing HDF5's buffers; the caller fsyncs). Further calls are errors.
+    void close();
+    const std::string& path() const { return path_; }
+
+   private:
+    Hdf5File(std::string path, hid_t id) : path_(std::move(path)), id_(id) {}
+    [[noreturn]] void fail(const std::string& call, const std::string& object) const;
+
+    std::string path_;
+    hid_t id_ = -1;
+};
+
+}  // namespace moe

@@ -34,6 +34,25 @@ torch::Tensor same_view(const ParamEntry& e, const torch::Tensor& flat) {
     return flat.narrow(0, e.offset, e.value.numel()).view(e.value.sizes());
 }
 
+// The hyperparameters a reader needs besides the tensors' shapes (docs/checkpoint-format.md).
+void write_model_attributes(Hdf5File& f, const ModelConfig& m) {
+    f.create_group("/model");
+    const std::pair<const char*, int64_t> ints[] = {
+        {"vocab_size", m.vocab_size},       {"d_model", m.d_model},
+        {"n_layers", m.n_layers},           {"n_heads", m.n_heads},
+        {"n_kv_heads", m.n_kv_heads},       {"head_dim", m.head_dim()},
+        {"max_seq_len", m.max_seq_len},     {"tie_embeddings", m.tie_embeddings},
+        {"num_experts", m.moe.num_experts}, {"top_k", m.moe.top_k},
+        {"ffn_hidden", m.moe.ffn_hidden},   {"shared_experts", m.moe.shared_experts},
+        {"first_dense_layers", m.moe.first_dense_layers},
+        {"renormalize", m.moe.renormalize}};
+    for (const auto& [name, v] : ints) f.set_attribute("/model", name, v);
+    f.set_attribute("/model", "rope_theta", m.rope_theta);
+    f.set_attribute("/model", "norm_eps", m.norm_eps);
+    f.set_attribute("/model", "capacity_factor", m.moe.capacity_factor);
+    f.set_attribute("/model", "routing", std::string(m.moe.routing == Routing::token_choice ? "token_choice" : "expert_choice"));
+}
+
 std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 
 }  // namespace
@@ -185,7 +204,7 @@ void CheckpointStore::remove_stale_temporaries() {
 }
 
 void CheckpointStore::write_shard(const std::string& path, const CheckpointSnapshot& s) const {
-    Hdf5File f = Hdf5File::create(path);
+    Hdf5File f = Hdf5File::create_in_memory(path);
     for (const auto& t : s.model) f.write_floats("/model/" + t.name, t.value.data_ptr<float>(), t.value.sizes().vec());
     for (size_t i = 0; i < s.exp_avg.size(); ++i) {
         const auto& m = s.exp_avg[i];
@@ -193,6 +212,7 @@ void CheckpointStore::write_shard(const std::string& path, const CheckpointSnaps
         f.write_floats("/optim/" + m.name + "/exp_avg", m.value.data_ptr<float>(), m.value.sizes().vec());
         f.write_floats("/optim/" + v.name + "/exp_avg_sq", v.value.data_ptr<float>(), v.value.sizes().vec());
     }
+    write_model_attributes(f, identity_.model);
     f.set_attribute("/optim", "step", s.optimizer_steps);
     f.write_bytes("/state/rng/torch_cpu", s.state.torch_rng);
     f.create_group("/state/data");
@@ -210,8 +230,10 @@ void CheckpointStore::write_shard(const std::string& path, const CheckpointSnaps
     f.set_attribute("/", "tokens", s.state.tokens);
     f.set_attribute("/", "rank", rank_);
     f.set_attribute("/", "config_hash", identity_.config_hash);
+    f.set_attribute("/", "config", identity_.config_yaml);
+    const std::vector<char> bytes = f.image();
     f.close();
-    fsync_file(path);
+    write_file_durably(path, bytes.data(), bytes.size());
 }
 
 std::string CheckpointStore::save(const CheckpointSnapshot& s) {
@@ -325,9 +347,10 @@ std::optional<std::string> CheckpointStore::latest_valid(std::vector<std::string
     return std::nullopt;
 }
 
-std::string default_checkpoint_dir(const std::string& configured, const std::string& run_dir, const std::string& run_id) {
+std::string default_checkpoint_dir(const std::string& configured, const std::string& run_dir, const std::string& run_id,
+                                   const std::string& fly_volume) {
     if (!configured.empty()) return configured;
-    if (std::getenv("FLY_APP_NAME") && fs::is_directory("/data")) return "/data/checkpoints/" + run_id;
+    if (std::getenv("FLY_APP_NAME") && fs::is_directory(fly_volume)) return fly_volume + "/checkpoints/" + run_id;
     return run_dir + "/checkpoints";
 }
 

@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "moe/model_config.h"
 #include "moe/parameter_store.h"
 #include "train/adamw.h"
 #include "train/data.h"
@@ -45,7 +46,8 @@ struct TrainingState {
 // What the manifest says about the run that wrote a checkpoint.
 struct CheckpointIdentity {
     std::string config_yaml;   // resolved config (moe-eval rebuilds the model from it)
-    std::string config_hash;   // model_config_hash: a resume with other shapes is refused
+    std::string config_hash;   // model_config_hash of the config (reported when a resume differs)
+    ModelConfig model;         // written as attributes of /model so h5py alone can rebuild it
     int64_t world_size = 1, pp = 1, dp = 1, ep = 1;
 };
 
@@ -132,8 +134,9 @@ class CheckpointStore {
     std::exception_ptr worker_error_;
 };
 
-// checkpoint.dir when set; else on a Fly.io machine with a volume at /data,
-// /data/checkpoints/<run-id>; else <run-dir>/checkpoints.
-std::string default_checkpoint_dir(const std::string& configured, const std::string& run_dir, const std::string& run_id);
+// checkpoint.dir when set; else on a Fly.io machine (FLY_APP_NAME set) with a volume mounted at
+// `fly_volume`, <fly_volume>/checkpoints/<run-id>; else <run-dir>/checkpoints.
+std::string default_checkpoint_dir(const std::string& configured, const std::string& run_dir, const std::string& run_id,
+                                   const std::string& fly_volume = "/data");
 
 }  // namespace moe

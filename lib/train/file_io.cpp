@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -43,58 +44,84 @@ void rename_durably(const std::string& from, const std::string& to) {
     fsync_directory(parent_or_dot(to));
 }
 
-void write_file_atomically(const std::string& path, const std::string& content) {
-    const std::string tmp = path + ".tmp";
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) throw Error(fmt::format("{}: cannot create: {}", tmp, std::strerror(errno)));
-    size_t done = 0;
-    while (done < content.size()) {
-        ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-        if (n < 0) {
-            int err = errno;
-            ::close(fd);
-            ::unlink(tmp.c_str());
-            throw Error(fmt::format("{}: write failed: {}", tmp, std::strerror(err)));
-        }
+void write_file_durably(const std::string& path, const void* data, size_t size) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) throw Error(fmt::format("{}: cannot create: {}", path, std::strerror(errno)));
+    auto fail = [&](const char* what, int err) {
+        ::close(fd);
+        ::unlink(path.c_str());
+        throw Error(fmt::format("{}: {} failed: {}", path, what, std::strerror(err)));
+    };
+    const char* p = static_cast<const char*>(data);
+    for (size_t done = 0; done < size;) {
+        ssize_t n = ::write(fd, p + done, std::min<size_t>(size - done, size_t(1) << 30));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) fail("write", n < 0 ? errno : ENOSPC);
         done += size_t(n);
     }
-    if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    if (::fsync(fd) != 0) fail("fsync", errno);
+    if (::close(fd) != 0) {
         int err = errno;
-        ::unlink(tmp.c_str());
-        throw Error(fmt::format("{}: fsync/close failed: {}", tmp, std::strerror(err)));
+        ::unlink(path.c_str());
+        throw Error(fmt::format("{}: close failed: {}", path, std::strerror(err)));
     }
+}
+
+void write_file_atomically(const std::string& path, const std::string& content) {
+    const std::string tmp = path + ".tmp";
+    write_file_durably(tmp, content.data(), content.size());
     rename_durably(tmp, path);
 }
+
+namespace {
+
+// Incremental SHA-256 over OpenSSL's EVP interface; every call checked.
+class Sha256 {
+   public:
+    Sha256() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
+        if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1)
+            throw Error("EVP_DigestInit_ex(sha256) failed");
+    }
+    void update(const void* data, size_t size) {
+        if (EVP_DigestUpdate(ctx_.get(), data, size) != 1) throw Error("EVP_DigestUpdate(sha256) failed");
+    }
+    std::string hex() {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int len = 0;
+        if (EVP_DigestFinal_ex(ctx_.get(), md, &len) != 1) throw Error("EVP_DigestFinal_ex(sha256) failed");
+        std::string out;
+        for (unsigned i = 0; i < len; ++i) out += fmt::format("{:02x}", md[i]);
+        return out;
+    }
+
+   private:
+    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx_;
+};
+
+}  // namespace
 
 std::string sha256_file(const std::string& path) {
     int fd = ::open(path.c_str(), O_RDONLY);
     if (fd < 0) throw Error(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
-    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
+    try {
+        Sha256 sha;
+        std::vector<char> buf(1 << 20);
+        for (ssize_t n; (n = ::read(fd, buf.data(), buf.size())) != 0;) {
+            if (n < 0) throw Error(fmt::format("{}: read failed: {}", path, std::strerror(errno)));
+            sha.update(buf.data(), size_t(n));
+        }
         ::close(fd);
-        throw Error("EVP_DigestInit_ex(sha256) failed");
+        return sha.hex();
+    } catch (...) {
+        ::close(fd);
+        throw;
     }
-    std::vector<char> buf(1 << 20);
-    while (true) {
-        ssize_t n = ::read(fd, buf.data(), buf.size());
-        if (n < 0) {
-            int err = errno;
-            ::close(fd);
-            throw Error(fmt::format("{}: read failed: {}", path, std::strerror(err)));
-        }
-        if (n == 0) break;
-        if (EVP_DigestUpdate(ctx.get(), buf.data(), size_t(n)) != 1) {
-            ::close(fd);
-            throw Error("EVP_DigestUpdate failed");
-        }
-    }
-    ::close(fd);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (EVP_DigestFinal_ex(ctx.get(), md, &len) != 1) throw Error("EVP_DigestFinal_ex failed");
-    std::string hex;
-    for (unsigned i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
-    return hex;
+}
+
+std::string sha256_bytes(const void* data, size_t size) {
+    Sha256 sha;
+    sha.update(data, size);
+    return sha.hex();
 }
 
 std::string read_file(const std::string& path) {

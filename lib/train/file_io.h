@@ -3,9 +3,14 @@
 // Errors throw moe::Error naming the path and the failing call.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 namespace moe {
+
+// Creates or truncates `path`, writes all of `data`, fsyncs and closes it, every call checked
+// (a short write on a full disk is an error); on failure the partial file is removed.
+void write_file_durably(const std::string& path, const void* data, size_t size);
 
 // Writes `content` to `path` through a temporary file, fsync and rename (then fsyncs the folder).
 void write_file_atomically(const std::string& path, const std::string& content);
@@ -18,6 +23,7 @@ void rename_durably(const std::string& from, const std::string& to);
 
 // Lower-case hex SHA-256 of a file's bytes (OpenSSL EVP).
 std::string sha256_file(const std::string& path);
+std::string sha256_bytes(const void* data, size_t size);
 
 // Whole file as a string; throws naming the path when it cannot be read.
 std::string read_file(const std::string& path);

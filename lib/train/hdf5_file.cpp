@@ -42,11 +42,25 @@ std::vector<hsize_t> to_dims(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-Hdf5File Hdf5File::create(const std::string& path) {
+Hdf5File Hdf5File::create_in_memory(const std::string& path) {
     silence_hdf5_errors();
-    hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (id < 0) throw CheckpointError(fmt::format("{}: cannot create HDF5 file (H5Fcreate failed)", path));
+    Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+    if (!fapl.ok()) throw CheckpointError(fmt::format("{}: H5Pcreate(H5P_FILE_ACCESS) failed", path));
+    // The core driver keeps the file in memory, growing 64 MiB at a time; nothing touches the disk.
+    if (H5Pset_fapl_core(fapl.get(), size_t(64) << 20, /*backing_store=*/0) < 0)
+        throw CheckpointError(fmt::format("{}: H5Pset_fapl_core failed", path));
+    hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+    if (id < 0) throw CheckpointError(fmt::format("{}: cannot create in-memory HDF5 file (H5Fcreate failed)", path));
     return Hdf5File(path, id);
+}
+
+std::vector<char> Hdf5File::image() const {
+    if (H5Fflush(id_, H5F_SCOPE_GLOBAL) < 0) fail("H5Fflush", "/");
+    ssize_t size = H5Fget_file_image(id_, nullptr, 0);
+    if (size < 0) fail("H5Fget_file_image (size)", "/");
+    std::vector<char> bytes(static_cast<size_t>(size));
+    if (H5Fget_file_image(id_, bytes.data(), bytes.size()) != size) fail("H5Fget_file_image", "/");
+    return bytes;
 }
 
 Hdf5File Hdf5File::open_read(const std::string& path) {
@@ -66,7 +80,7 @@ void Hdf5File::close() {
     if (id_ < 0) return;
     hid_t id = id_;
     id_ = -1;
-    if (H5Fclose(id) < 0) throw CheckpointError(fmt::format("{}: H5Fclose failed (disk full?)", path_));
+    if (H5Fclose(id) < 0) throw CheckpointError(fmt::format("{}: H5Fclose failed", path_));
 }
 
 void Hdf5File::fail(const std::string& call, const std::string& object) const {

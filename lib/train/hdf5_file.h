@@ -2,9 +2,10 @@
 // status is checked; a failure throws CheckpointError naming the file, the object and the call.
 // HDF5's own error stack printing is silenced (our message says what failed).
 //
-//   Hdf5File f = Hdf5File::create("rank-00000.h5");
+//   Hdf5File f = Hdf5File::create_in_memory("rank-00000.h5");
 //   f.write_floats("/model/lm_head.weight", data, {V, D});
 //   f.set_attribute("/", "step", int64_t{1200});
+//   std::vector<char> bytes = f.image();   // then write_file_durably(path, bytes...)
 #pragma once
 
 #include <hdf5.h>
@@ -17,7 +18,12 @@ namespace moe {
 
 class Hdf5File {
    public:
-    static Hdf5File create(const std::string& path);     // truncates
+    // A new file held in memory (HDF5's core driver); image() returns its bytes for the caller
+    // to write with checked calls. Why: HDF5 1.10 cannot recover from a failed write to disk (a
+    // full disk leaves a half-closed file that crashes the library at exit), while our own
+    // write() loop fails cleanly, and one sequential write is also the fastest way to disk.
+    // `path` names the file in messages.
+    static Hdf5File create_in_memory(const std::string& path);
     static Hdf5File open_read(const std::string& path);
     ~Hdf5File();
     Hdf5File(Hdf5File&& o) noexcept;
@@ -43,6 +49,9 @@ class Hdf5File {
     std::string attribute_string(const std::string& object, const std::string& name) const;
     // Names of the links directly under a group.
     std::vector<std::string> list(const std::string& group) const;
+
+    // The whole file as bytes (after flushing HDF5's buffers); for create_in_memory files.
+    std::vector<char> image() const;
 
     // Closes the file (flushing HDF5's buffers; the caller fsyncs). Further calls are errors.
     void close();

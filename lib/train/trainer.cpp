@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "train/checkpoint_model.h"
 #include "train/lr_schedule.h"
 #include "train/progress.h"
 #include "train/stop_signal.h"
@@ -237,18 +238,8 @@ std::string Trainer::resume(CheckpointStore& store) {
             return "";
         }
         dir = *found;
-    } else if (std::filesystem::exists(options_.resume + "/manifest.yaml")) {
-        dir = options_.resume;
-        auto v = verify_checkpoint(dir);
-        if (!v.ok()) throw CheckpointError(fmt::format("--resume {}: {}", options_.resume, v.message));
     } else {
-        // A checkpoint root: its newest valid checkpoint.
-        CheckpointStore other(options_.resume, 2, {});
-        std::vector<std::string> skipped;
-        auto found = other.latest_valid(&skipped);
-        for (const auto& why : skipped) fmt::print(stderr, "moe-train: skipping checkpoint: {}\n", why);
-        if (!found) throw CheckpointError(fmt::format("--resume {}: no valid checkpoint there", options_.resume));
-        dir = *found;
+        dir = resolve_checkpoint_dir(options_.resume);
     }
     const YAML::Node manifest = read_manifest(dir);
     const std::string hash = manifest["config_hash"].as<std::string>("");
@@ -291,6 +282,7 @@ int Trainer::run() {
     CheckpointIdentity identity;
     identity.config_yaml = config_to_yaml(cfg_);
     identity.config_hash = model_config_hash(cfg_);
+    identity.model = cfg_.model;
     identity.pp = cfg_.parallel.pp;
     identity.dp = cfg_.parallel.dp;
     identity.ep = cfg_.parallel.ep;

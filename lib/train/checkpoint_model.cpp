@@ -1,0 +1,41 @@
+#include "train/checkpoint_model.h"
+
+#include <filesystem>
+
+#include "common/error.h"
+
+namespace moe {
+
+std::string resolve_checkpoint_dir(const std::string& path) {
+    if (std::filesystem::exists(path + "/manifest.yaml")) {
+        auto v = verify_checkpoint(path);
+        if (!v.ok()) throw CheckpointError(v.message);
+        return path;
+    }
+    if (!std::filesystem::is_directory(path))
+        throw CheckpointError(fmt::format("{}: no such checkpoint directory", path));
+    CheckpointStore store(path, 2, {});
+    std::vector<std::string> skipped;
+    auto found = store.latest_valid(&skipped);
+    for (const auto& why : skipped) fmt::print(stderr, "skipping checkpoint: {}\n", why);
+    if (!found) throw CheckpointError(fmt::format("{}: holds no valid checkpoint (step-*/manifest.yaml)", path));
+    return *found;
+}
+
+LoadedCheckpoint load_model_checkpoint(const std::string& path) {
+    LoadedCheckpoint ck;
+    ck.dir = resolve_checkpoint_dir(path);
+    const YAML::Node manifest = read_manifest(ck.dir);
+    if (manifest["files"].size() != 1)
+        throw CheckpointError(fmt::format("{}: {} shards; rebuilding a model from a multi-rank checkpoint is not "
+                                          "supported by this build", ck.dir, manifest["files"].size()));
+    YAML::Emitter out;
+    out << manifest["config"];
+    ck.config = parse_config(out.c_str(), ck.dir + "/manifest.yaml (config)");
+    ck.model = std::make_unique<MoeTransformer>(
+        ck.config.model, std::make_shared<LocalDispatcher>(ck.config.model.moe.num_experts), ck.config.train.seed);
+    load_checkpoint(ck.dir, 0, ck.model->params(), nullptr, &ck.state);
+    return ck;
+}
+
+}  // namespace moe

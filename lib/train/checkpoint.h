@@ -123,7 +123,8 @@ class CheckpointStore {
     std::vector<std::string> list_steps() const;
 
    private:
-    void write_shard(const std::string& path, const CheckpointSnapshot& s) const;
+    // Writes and fsyncs one shard; returns its SHA-256.
+    std::string write_shard(const std::string& path, const CheckpointSnapshot& s) const;
     void prune();
 
     std::string root_;

@@ -1,6 +1,7 @@
 #include "train/file_io.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <openssl/evp.h>
 #include <unistd.h>
 
@@ -67,6 +68,31 @@ void write_file_durably(const std::string& path, const void* data, size_t size) 
     }
 }
 
+void write_regions_durably(const std::string& path, const std::vector<FileRegion>& regions) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) throw Error(fmt::format("{}: cannot open for writing: {}", path, std::strerror(errno)));
+    auto fail = [&](const char* what, int err) {
+        ::close(fd);
+        throw Error(fmt::format("{}: {} failed: {}", path, what, std::strerror(err)));
+    };
+    struct stat st{};
+    if (::fstat(fd, &st) != 0) fail("fstat", errno);
+    // Filesystems without fallocate (EOPNOTSUPP) still get every write checked below.
+    if (int rc = ::posix_fallocate(fd, 0, st.st_size); rc != 0 && rc != EOPNOTSUPP && rc != EINVAL)
+        fail("posix_fallocate", rc);
+    for (const auto& r : regions) {
+        const char* p = static_cast<const char*>(r.data);
+        for (size_t done = 0; done < r.size;) {
+            ssize_t n = ::pwrite(fd, p + done, std::min<size_t>(r.size - done, size_t(1) << 30), off_t(r.offset + int64_t(done)));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) fail("pwrite", n < 0 ? errno : ENOSPC);
+            done += size_t(n);
+        }
+    }
+    if (::fsync(fd) != 0) fail("fsync", errno);
+    if (::close(fd) != 0) throw Error(fmt::format("{}: close failed: {}", path, std::strerror(errno)));
+}
+
 void write_file_atomically(const std::string& path, const std::string& content) {
     const std::string tmp = path + ".tmp";
     write_file_durably(tmp, content.data(), content.size());
@@ -110,6 +136,41 @@ std::string sha256_file(const std::string& path) {
             if (n < 0) throw Error(fmt::format("{}: read failed: {}", path, std::strerror(errno)));
             sha.update(buf.data(), size_t(n));
         }
+        ::close(fd);
+        return sha.hex();
+    } catch (...) {
+        ::close(fd);
+        throw;
+    }
+}
+
+std::string sha256_file_as_written(const std::string& path, std::vector<FileRegion> regions) {
+    std::sort(regions.begin(), regions.end(), [](const FileRegion& a, const FileRegion& b) { return a.offset < b.offset; });
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw Error(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
+    try {
+        struct stat st{};
+        if (::fstat(fd, &st) != 0) throw Error(fmt::format("{}: fstat failed: {}", path, std::strerror(errno)));
+        Sha256 sha;
+        std::vector<char> buf;
+        auto hash_file_range = [&](int64_t from, int64_t to) {   // the bytes HDF5 wrote itself
+            buf.resize(size_t(to - from));
+            for (size_t done = 0; done < buf.size();) {
+                ssize_t n = ::pread(fd, buf.data() + done, buf.size() - done, off_t(from + int64_t(done)));
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) throw Error(fmt::format("{}: read failed at {}: {}", path, from, n < 0 ? std::strerror(errno) : "end of file"));
+                done += size_t(n);
+            }
+            sha.update(buf.data(), buf.size());
+        };
+        int64_t at = 0;
+        for (const auto& r : regions) {
+            if (r.offset < at) throw Error(fmt::format("{}: overlapping regions at offset {}", path, r.offset));
+            hash_file_range(at, r.offset);
+            sha.update(r.data, r.size);
+            at = r.offset + int64_t(r.size);
+        }
+        hash_file_range(at, std::max<int64_t>(at, st.st_size));
         ::close(fd);
         return sha.hex();
     } catch (...) {

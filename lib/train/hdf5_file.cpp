@@ -12,12 +12,6 @@ namespace moe {
 
 namespace {
 
-// HDF5 prints its error stack to stderr by default; our exceptions say what failed instead.
-void silence_hdf5_errors() {
-    static std::once_flag once;
-    std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
-}
-
 // Closes an HDF5 handle with the right close function when it leaves scope.
 class Handle {
    public:
@@ -42,29 +36,27 @@ std::vector<hsize_t> to_dims(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-Hdf5File Hdf5File::create_in_memory(const std::string& path) {
-    silence_hdf5_errors();
-    Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
-    if (!fapl.ok()) throw CheckpointError(fmt::format("{}: H5Pcreate(H5P_FILE_ACCESS) failed", path));
-    // The core driver keeps the file in memory, growing 64 MiB at a time; nothing touches the disk.
-    if (H5Pset_fapl_core(fapl.get(), size_t(64) << 20, /*backing_store=*/0) < 0)
-        throw CheckpointError(fmt::format("{}: H5Pset_fapl_core failed", path));
-    hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
-    if (id < 0) throw CheckpointError(fmt::format("{}: cannot create in-memory HDF5 file (H5Fcreate failed)", path));
+void initialise_hdf5() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        // HDF5 1.10 crashes in its exit handler when a file failed to close (a write that hit a
+        // full disk); the process is ending anyway, so skip that clean-up. This must come before
+        // any other HDF5 call initialises the library (hence every caller goes through here).
+        H5dont_atexit();
+        // HDF5 prints its error stack to stderr by default; our exceptions say what failed instead.
+        H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    });
+}
+
+Hdf5File Hdf5File::create(const std::string& path) {
+    initialise_hdf5();
+    hid_t id = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (id < 0) throw CheckpointError(fmt::format("{}: cannot create HDF5 file (H5Fcreate failed)", path));
     return Hdf5File(path, id);
 }
 
-std::vector<char> Hdf5File::image() const {
-    if (H5Fflush(id_, H5F_SCOPE_GLOBAL) < 0) fail("H5Fflush", "/");
-    ssize_t size = H5Fget_file_image(id_, nullptr, 0);
-    if (size < 0) fail("H5Fget_file_image (size)", "/");
-    std::vector<char> bytes(static_cast<size_t>(size));
-    if (H5Fget_file_image(id_, bytes.data(), bytes.size()) != size) fail("H5Fget_file_image", "/");
-    return bytes;
-}
-
 Hdf5File Hdf5File::open_read(const std::string& path) {
-    silence_hdf5_errors();
+    initialise_hdf5();
     hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
     if (id < 0) throw CheckpointError(fmt::format("{}: cannot open as HDF5 (H5Fopen failed)", path));
     return Hdf5File(path, id);
@@ -110,15 +102,25 @@ static std::string parent_of(const std::string& path) {
     return slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
 }
 
-void Hdf5File::write_floats(const std::string& path, const float* data, const std::vector<int64_t>& shape) {
+int64_t Hdf5File::reserve_floats(const std::string& path, const std::vector<int64_t>& shape) {
     create_group(parent_of(path));
     auto dims = to_dims(shape);
     Handle space(H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose);
     if (!space.ok()) fail("H5Screate_simple", path);
-    Handle set(H5Dcreate2(id_, path.c_str(), H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+    Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+    if (!dcpl.ok()) fail("H5Pcreate(H5P_DATASET_CREATE)", path);
+    if (H5Pset_layout(dcpl.get(), H5D_CONTIGUOUS) < 0) fail("H5Pset_layout", path);
+    if (H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY) < 0) fail("H5Pset_alloc_time", path);
+    if (H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER) < 0) fail("H5Pset_fill_time", path);
+    Handle set(H5Dcreate2(id_, path.c_str(), H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
                H5Dclose);
     if (!set.ok()) fail("H5Dcreate2", path);
-    if (H5Dwrite(set.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) fail("H5Dwrite", path);
+    int64_t elements = 1;
+    for (int64_t d : shape) elements *= d;
+    if (elements == 0) return -1;
+    haddr_t offset = H5Dget_offset(set.get());
+    if (offset == HADDR_UNDEF) fail("H5Dget_offset", path);
+    return int64_t(offset);
 }
 
 void Hdf5File::write_bytes(const std::string& path, const std::vector<uint8_t>& data) {

@@ -2,10 +2,10 @@
 // status is checked; a failure throws CheckpointError naming the file, the object and the call.
 // HDF5's own error stack printing is silenced (our message says what failed).
 //
-//   Hdf5File f = Hdf5File::create_in_memory("rank-00000.h5");
-//   f.write_floats("/model/lm_head.weight", data, {V, D});
+//   Hdf5File f = Hdf5File::create("rank-00000.h5");
+//   int64_t at = f.reserve_floats("/model/lm_head.weight", {V, D});   // data goes at `at` later
 //   f.set_attribute("/", "step", int64_t{1200});
-//   std::vector<char> bytes = f.image();   // then write_file_durably(path, bytes...)
+//   f.close();
 #pragma once
 
 #include <hdf5.h>
@@ -16,14 +16,13 @@
 
 namespace moe {
 
+// Call before any HDF5 function (Hdf5File does): turns off HDF5's exit handler and its error
+// printing. Idempotent.
+void initialise_hdf5();
+
 class Hdf5File {
    public:
-    // A new file held in memory (HDF5's core driver); image() returns its bytes for the caller
-    // to write with checked calls. Why: HDF5 1.10 cannot recover from a failed write to disk (a
-    // full disk leaves a half-closed file that crashes the library at exit), while our own
-    // write() loop fails cleanly, and one sequential write is also the fastest way to disk.
-    // `path` names the file in messages.
-    static Hdf5File create_in_memory(const std::string& path);
+    static Hdf5File create(const std::string& path);     // truncates
     static Hdf5File open_read(const std::string& path);
     ~Hdf5File();
     Hdf5File(Hdf5File&& o) noexcept;
@@ -33,7 +32,11 @@ class Hdf5File {
     // Datasets are contiguous; parent groups are created as needed. `path` is absolute ("/a/b").
     // Creates the group and any missing parents (no-op when it exists).
     void create_group(const std::string& group);
-    void write_floats(const std::string& path, const float* data, const std::vector<int64_t>& shape);
+    // Creates a contiguous float32 dataset whose space is allocated in the file now but not
+    // written (no fill); returns its byte offset in the file (-1 when it has no elements). The
+    // caller writes the data there after close(): big tensors then go to disk in one pass of
+    // plain checked writes, without passing through HDF5's buffers.
+    int64_t reserve_floats(const std::string& path, const std::vector<int64_t>& shape);
     void write_bytes(const std::string& path, const std::vector<uint8_t>& data);
     void set_attribute(const std::string& object, const std::string& name, int64_t value);
     void set_attribute(const std::string& object, const std::string& name, double value);
@@ -49,9 +52,6 @@ class Hdf5File {
     std::string attribute_string(const std::string& object, const std::string& name) const;
     // Names of the links directly under a group.
     std::vector<std::string> list(const std::string& group) const;
-
-    // The whole file as bytes (after flushing HDF5's buffers); for create_in_memory files.
-    std::vector<char> image() const;
 
     // Closes the file (flushing HDF5's buffers; the caller fsyncs). Further calls are errors.
     void close();

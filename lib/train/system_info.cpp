@@ -10,6 +10,7 @@
 
 #include "common/build_info.h"
 #include "common/error.h"
+#include "train/hdf5_file.h"
 
 namespace moe {
 
@@ -32,6 +33,7 @@ YAML::Node library_versions() {
         v["mpi"] = s.substr(0, s.find_first_of(",\n"));
     }
     unsigned maj = 0, min = 0, rel = 0;
+    initialise_hdf5();
     if (H5get_libversion(&maj, &min, &rel) >= 0) v["hdf5"] = fmt::format("{}.{}.{}", maj, min, rel);
     v["compiler"] = __VERSION__;
     return v;

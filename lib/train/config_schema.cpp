@@ -33,9 +33,11 @@ bool parse_real(const YAML::Node& n, double* out) {
 // Integer field in [lo, hi].
 template <typename Get>
 ConfigField int_field(std::string path, Get get, int64_t lo, int64_t hi = std::numeric_limits<int64_t>::max()) {
-    std::string kind = lo == 1 && hi == std::numeric_limits<int64_t>::max()   ? "a positive integer"
-                       : lo == 0 && hi == std::numeric_limits<int64_t>::max() ? "a non-negative integer"
-                                                                              : fmt::format("an integer in [{}, {}]", lo, hi);
+    const bool unbounded = hi == std::numeric_limits<int64_t>::max();
+    std::string kind = unbounded && lo == 1   ? "a positive integer"
+                       : unbounded && lo == 0 ? "a non-negative integer"
+                       : unbounded            ? fmt::format("an integer >= {}", lo)
+                                              : fmt::format("an integer in [{}, {}]", lo, hi);
     return ConfigField{std::move(path), kind,
                        [get, lo, hi, kind](Config& c, const YAML::Node& n, const Fail& fail) {
                            int64_t v = 0;
@@ -66,7 +68,8 @@ ConfigField real_field(std::string path, Get get, double lo, Bound lo_b, double 
                            if (!ok) fail(kind);
                            get(c) = v;
                        },
-                       [get](const Config& c) { return YAML::Node(get(const_cast<Config&>(c))); }};
+                       // fmt's shortest form that reads back exactly: 0.05, not 0.050000000000000003.
+                       [get](const Config& c) { return YAML::Node(fmt::format("{}", get(const_cast<Config&>(c)))); }};
 }
 
 template <typename Get>

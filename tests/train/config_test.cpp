@@ -16,7 +16,9 @@
 #include "common/error.h"
 #include "temp_dir.h"
 #include "train/config.h"
+#include "train/config_schema.h"
 #include "train/features.h"
+#include "train/file_io.h"
 
 using namespace moe;
 using moe::test::TempDir;
@@ -371,4 +373,26 @@ TEST_CASE("model_config_hash covers the model and moe sections only") {
     CHECK(h != model_config_hash(load_config(kTiny, {"moe.top_k=1"})));
     CHECK(h == model_config_hash(load_config(kTiny, {"train.steps=7"})));
     CHECK(h == model_config_hash(load_config(kTiny, {"optim.lr=0.01", "data.synthetic.seed=5"})));
+}
+
+TEST_CASE("docs/configuration.md lists every key with its default") {
+    const std::string doc = read_file(std::string(MOE_SOURCE_DIR) + "/docs/configuration.md");
+    const YAML::Node defaults = YAML::Load(config_to_yaml(Config{}));
+    for (const auto& f : config_schema()) {
+        CAPTURE(f.path);
+        // The row: | `key` | default | meaning |
+        const size_t at = doc.find("| `" + f.path + "` | ");
+        REQUIRE(at != std::string::npos);
+        const size_t from = at + f.path.size() + 7, to = doc.find(" |", from);
+        const std::string documented = doc.substr(from, to - from);
+        YAML::Node node = defaults;
+        for (size_t start = 0, dot;; start = dot + 1) {
+            dot = f.path.find('.', start);
+            node.reset(node[f.path.substr(start, dot - start)]);
+            if (dot == std::string::npos) break;
+        }
+        YAML::Emitter e;
+        e << YAML::Flow << node;
+        CHECK(documented == std::string(e.c_str()));
+    }
 }

@@ -1,0 +1,106 @@
+// moe-eval's building blocks: the safetensors writer and the Hugging Face Mixtral config
+// (lib/train/hf_export.cpp), and the Markdown run report (lib/train/run_report.cpp).
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "common/error.h"
+#include "moe/transformer.h"
+#include "temp_dir.h"
+#include "train/file_io.h"
+#include "train/hf_export.h"
+#include "train/run_report.h"
+
+using namespace moe;
+using moe::test::TempDir;
+
+TEST_CASE("safetensors: little-endian header length, aligned JSON header, raw float32 data at the offsets") {
+    TempDir dir("moe_export_test");
+    auto a = torch::arange(6, torch::kFloat32).view({2, 3});
+    auto b = torch::tensor({-1.5f});
+    write_safetensors(dir.path("t.safetensors"), {{"a.weight", a}, {"b", b}});
+    const std::string bytes = read_file(dir.path("t.safetensors"));
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; --i) n = (n << 8) | uint8_t(bytes[size_t(i)]);
+    CHECK(n % 8 == 0);
+    const std::string header = bytes.substr(8, n);
+    CHECK(header.find(R"("a.weight":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]})") != std::string::npos);
+    CHECK(header.find(R"("b":{"dtype":"F32","shape":[1],"data_offsets":[24,28]})") != std::string::npos);
+    REQUIRE(bytes.size() == 8 + n + 28);
+    float got[7];
+    std::memcpy(got, bytes.data() + 8 + n, sizeof got);
+    for (int i = 0; i < 6; ++i) CHECK(got[i] == float(i));
+    CHECK(got[6] == -1.5f);
+}
+
+TEST_CASE("export writes config.json for MixtralForCausalLM and one tensor per expert") {
+    TempDir dir("moe_export_test");
+    ModelConfig cfg;
+    cfg.vocab_size = 32;
+    cfg.d_model = 16;
+    cfg.n_layers = 1;
+    cfg.n_heads = 2;
+    cfg.n_kv_heads = 1;
+    cfg.moe.num_experts = 4;
+    cfg.moe.ffn_hidden = 8;
+    MoeTransformer model(cfg, std::make_shared<LocalDispatcher>(4), 1);
+    export_hf_mixtral(cfg, model.params(), dir.path("out"));
+    const std::string json = read_file(dir.path("out/config.json"));
+    for (const char* field : {R"("model_type": "mixtral")", R"("hidden_size": 16)", R"("intermediate_size": 8)",
+                              R"("num_local_experts": 4)", R"("num_experts_per_tok": 2)", R"("num_key_value_heads": 1)",
+                              R"("rms_norm_eps": 1e-05)"})
+        CHECK_MESSAGE(json.find(field) != std::string::npos, field);
+    const std::string st = read_file(dir.path("out/model.safetensors"));
+    CHECK(st.find("model.layers.0.block_sparse_moe.experts.3.w2.weight") != std::string::npos);
+    CHECK(st.find("lm_head.weight") != std::string::npos);
+}
+
+TEST_CASE("export refuses what Mixtral cannot express, naming the key, and writes nothing") {
+    TempDir dir("moe_export_test");
+    ModelConfig cfg;
+    cfg.moe.shared_experts = 1;
+    CHECK_THROWS_WITH_AS(hf_mixtral_config_json(cfg), doctest::Contains("moe.shared_experts"), ConfigError);
+    cfg.moe.shared_experts = 0;
+    cfg.moe.routing = Routing::expert_choice;
+    CHECK_THROWS_WITH_AS(hf_mixtral_config_json(cfg), doctest::Contains("moe.routing"), ConfigError);
+    cfg.moe.routing = Routing::token_choice;
+    cfg.moe.renormalize = false;
+    MoeTransformer model(cfg, std::make_shared<LocalDispatcher>(cfg.moe.num_experts), 1);
+    CHECK_THROWS_WITH_AS(export_hf_mixtral(cfg, model.params(), dir.path("out")), doctest::Contains("moe.renormalize"),
+                         ConfigError);
+    CHECK(!std::filesystem::exists(dir.path("out")));
+}
+
+TEST_CASE("the run report tabulates runs, draws their loss curves and eval losses, and the expert load") {
+    TempDir dir("moe_report_test");
+    for (const char* id : {"run-a", "run-b"}) {
+        dir.write(std::string(id) + "/record.yaml", fmt::format(R"(run_id: {}
+status: completed
+summary:
+  steps: 4
+  tokens: 4096
+  tokens_per_s: 1000
+  final_train_loss: 1.5
+  final_eval_loss: 1.25
+  entropy_bound: 1.125
+  eval_loss_over_bound: 1.111
+  expert_load:
+    - layer: 0
+      share: [0.25, 0.75]
+      dropped_fraction: 0.5
+)", id));
+        dir.write(std::string(id) + "/metrics.csv",
+                  "step,loss,eval_loss\n0,3.0,\n1,2.5,2.25\n2,2.0,\n3,1.5,1.25\n");
+    }
+    const std::string md = run_report_markdown({dir.path("run-a"), dir.path("run-b")});
+    CAPTURE(md);
+    CHECK(md.find("| `run-a` | completed | 4 | 4096 | 1000 | 1.5000 | 1.2500 | 1.1250 | 1.111 |") != std::string::npos);
+    CHECK(md.find("| `run-b` |") != std::string::npos);
+    CHECK(md.find("line [3.0000, 2.5000, 2.0000, 1.5000]") != std::string::npos);
+    CHECK(md.find("| 2 | 2.2500 | 2.2500 |") != std::string::npos);   // eval after step 2 (index 1)
+    CHECK(md.find("bar [0.25, 0.75]") != std::string::npos);
+    CHECK(md.find("| 0 | 0.250 | 0.750 | 0.5000 |") != std::string::npos);
+
+    CHECK_THROWS_WITH_AS(run_report_markdown({dir.path("absent")}), doctest::Contains("absent/record.yaml"), Error);
+}

@@ -8,7 +8,7 @@
 //   moe-eval report RUN_DIR... -o report.md
 //
 // Exit codes: 0 ok, 1 error, 2 usage; verify: 10 no manifest, 11 bad manifest, 12 missing
-// shard, 13 size mismatch, 14 checksum mismatch, 15 a tensor's name or shape does not match
+// shard, 13 size mismatch, 14 checksum mismatch, 15 a tensor's name, dtype or shape does not match
 // the model the manifest's config builds.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>

@@ -154,6 +154,9 @@ void load_checkpoint(const std::string& dir, int64_t rank, ParameterStore& param
         if (!f.exists(dataset))
             throw CheckpointError(fmt::format("{}: tensor '{}' is missing (model built from the config expects {})",
                                               path, name, shape_str(want)));
+        if (const std::string dt = f.dtype(dataset); dt != "float32")
+            throw CheckpointError(fmt::format("{}: tensor '{}' has dtype {} in the checkpoint but float32 in the model",
+                                              path, name, dt));
         auto have = f.shape(dataset);
         if (have != want)
             throw CheckpointError(fmt::format("{}: tensor '{}' has shape {} in the checkpoint but {} in the model", path,

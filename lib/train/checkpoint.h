@@ -93,7 +93,7 @@ VerifyResult verify_checkpoint(const std::string& dir);
 YAML::Node read_manifest(const std::string& dir);
 
 // Loads parameters (and, when given, optimizer state and training state) from a verified
-// checkpoint into a model built from the same config. Every name and shape is checked; a
+// checkpoint into a model built from the same config. Every name, dtype and shape is checked; a
 // mismatch names the tensor and both shapes.
 void load_checkpoint(const std::string& dir, int64_t rank, ParameterStore& params, AdamW* optimizer,
                      TrainingState* state);

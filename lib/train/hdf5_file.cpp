@@ -201,6 +201,18 @@ std::vector<int64_t> Hdf5File::shape(const std::string& dataset) const {
     return std::vector<int64_t>(dims.begin(), dims.end());
 }
 
+std::string Hdf5File::dtype(const std::string& dataset) const {
+    Handle set(H5Dopen2(id_, dataset.c_str(), H5P_DEFAULT), H5Dclose);
+    if (!set.ok()) fail("H5Dopen2", dataset);
+    Handle type(H5Dget_type(set.get()), H5Tclose);
+    if (!type.ok()) fail("H5Dget_type", dataset);
+    const H5T_class_t cls = H5Tget_class(type.get());
+    const size_t bytes = H5Tget_size(type.get());
+    if (cls == H5T_NO_CLASS || bytes == 0) fail("H5Tget_class/H5Tget_size", dataset);
+    const char* kind = cls == H5T_FLOAT ? "float" : cls == H5T_INTEGER ? "int" : "other";
+    return fmt::format("{}{}", kind, bytes * 8);
+}
+
 void Hdf5File::read_floats(const std::string& dataset, float* out, int64_t count) const {
     auto dims = shape(dataset);
     int64_t n = 1;

@@ -44,6 +44,8 @@ class Hdf5File {
 
     bool exists(const std::string& path) const;
     std::vector<int64_t> shape(const std::string& dataset) const;
+    // "float32", "float64", "int16", ... ("other" + bits for anything else).
+    std::string dtype(const std::string& dataset) const;
     // Reads a float32 dataset whose element count must be `count`.
     void read_floats(const std::string& dataset, float* out, int64_t count) const;
     std::vector<uint8_t> read_bytes(const std::string& dataset) const;

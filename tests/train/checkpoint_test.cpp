@@ -16,6 +16,7 @@
 #include "temp_dir.h"
 #include "train/checkpoint.h"
 #include "train/checkpoint_model.h"
+#include "train/hdf5_file.h"
 #include "train/file_io.h"
 #include "train/trainer.h"
 
@@ -320,4 +321,28 @@ TEST_CASE("the default checkpoint folder: configured, else the Fly volume, else 
     CHECK(default_checkpoint_dir("/x/ck", "runs/a", "a", volume.path()) == "/x/ck");
     CHECK(default_checkpoint_dir("", "runs/a", "a", volume.path("absent")) == "runs/a/checkpoints");   // no volume
     ::unsetenv("FLY_APP_NAME");
+}
+
+TEST_CASE("loading a tensor stored with another dtype names the tensor and both dtypes") {
+    TempDir dir("moe_ckpt_test");
+    Saver saver(dir);
+    saver.st.step = 1;
+    const std::string step = saver.store.save(take_snapshot(saver.model.params(), saver.opt, saver.st));
+    // Replace one parameter by a float64 dataset of the same shape (as another tool might write it).
+    initialise_hdf5();
+    hid_t f = H5Fopen((step + "/rank-00000.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    REQUIRE(f >= 0);
+    REQUIRE(H5Ldelete(f, "/model/model.norm.weight", H5P_DEFAULT) >= 0);
+    hsize_t n = 32;
+    std::vector<double> ones(32, 1.0);
+    hid_t space = H5Screate_simple(1, &n, nullptr);
+    hid_t set = H5Dcreate2(f, "/model/model.norm.weight", H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    REQUIRE(set >= 0);
+    REQUIRE(H5Dwrite(set, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, ones.data()) >= 0);
+    H5Dclose(set);
+    H5Sclose(space);
+    REQUIRE(H5Fclose(f) >= 0);
+    CHECK_THROWS_WITH_AS(load_checkpoint(step, 0, saver.model.params(), nullptr, nullptr),
+                         doctest::Contains("tensor 'model.norm.weight' has dtype float64 in the checkpoint but float32"),
+                         CheckpointError);
 }

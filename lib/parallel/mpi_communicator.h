@@ -1,0 +1,22 @@
+// Communicator over MPI for CPU tensors. Error handlers are set to MPI_ERRORS_RETURN so every
+// call's status is checked here and turned into a CommError naming the call, the rank and the
+// group (an MPI default would abort without saying which rank or why).
+#pragma once
+
+#include <memory>
+
+#include "parallel/communicator.h"
+
+namespace moe {
+
+// True when this process was started by mpirun / srun (so MPI should be initialised).
+bool launched_by_mpi();
+
+// Initialises MPI (once; finalised at exit) and returns MPI_COMM_WORLD as a Communicator.
+std::unique_ptr<Communicator> make_mpi_world();
+
+// Ends every rank of the job at once with `code` (after a rank's unrecoverable error), so no
+// peer is left waiting in a collective.
+[[noreturn]] void abort_mpi_job(int code);
+
+}  // namespace moe

@@ -13,6 +13,7 @@
 
 #include "moe/transformer.h"
 #include "train/adamw.h"
+#include "train/compute_threads.h"
 
 using namespace moe;
 
@@ -63,7 +64,7 @@ int main(int argc, char** argv) {
     app.add_option("--top-k", cfg.moe.top_k);
     app.add_flag("--json", json);
     CLI11_PARSE(app, argc, argv);
-    at::set_num_threads(threads);
+    moe::set_compute_threads(threads);
     cfg.max_seq_len = std::max(cfg.max_seq_len, shape.seq);
 
     ModelConfig dense = cfg;

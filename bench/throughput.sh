@@ -23,7 +23,8 @@ bin=${BUILD_DIR:-$root/build}/bench/bench_throughput
 cpp=() py=()
 for round in 1 2 3; do
   cpp+=("$("$bin" --json --steps "$steps" --threads "$threads")")
-  py+=("$(/usr/bin/python3 "$root/bench/pytorch_eager.py" --json --steps "$steps" --threads "$threads")")
+  # OpenBLAS reads its thread count at load time (torch.set_num_threads does not reach it).
+  py+=("$(OPENBLAS_NUM_THREADS=$threads /usr/bin/python3 "$root/bench/pytorch_eager.py" --json --steps "$steps" --threads "$threads")")
 done
 /usr/bin/python3 - "$threads" "${cpp[@]}" "${py[@]}" <<'PY'
 import json, statistics, sys

@@ -6,6 +6,7 @@
 //   moe-eval logits --checkpoint DIR --tokens FILE [--out FILE]
 //   moe-eval export --checkpoint DIR --out DIR safetensors + config.json (HF Mixtral)
 //   moe-eval report RUN_DIR... -o report.md
+//   moe-eval diff A B [--tolerance 1e-5]      largest ||a-b||/||a|| over the parameters
 //
 // Exit codes: 0 ok, 1 error, 2 usage; verify: 10 no manifest, 11 bad manifest, 12 missing
 // shard, 13 size mismatch, 14 checksum mismatch, 15 a tensor's name, dtype or shape does not match
@@ -21,6 +22,7 @@
 
 #include "common/error.h"
 #include "train/checkpoint_model.h"
+#include "train/compute_threads.h"
 #include "train/data.h"
 #include "train/evaluate.h"
 #include "train/file_io.h"
@@ -50,7 +52,7 @@ std::string checkpoint_of_run(const std::string& run_dir) {
 int run_eval(const std::string& checkpoint, const std::string& run, int64_t batches) {
     moe::LoadedCheckpoint ck = moe::load_model_checkpoint(checkpoint.empty() ? checkpoint_of_run(run) : checkpoint);
     const moe::Config& cfg = ck.config;
-    at::set_num_threads(int(cfg.train.threads > 0 ? cfg.train.threads : std::max(1u, std::thread::hardware_concurrency())));
+    moe::set_compute_threads(cfg.train.threads > 0 ? cfg.train.threads : int64_t(std::max(1u, std::thread::hardware_concurrency())));
     auto data = moe::make_data_source(cfg.data, cfg.train.seq_len, cfg.train.seed, 0, 1);
     const int64_t n = batches > 0 ? batches : cfg.train.eval_batches;
     moe::EvalResult r = moe::evaluate(*ck.model, *data, n, cfg.train.batch_size);
@@ -140,6 +142,33 @@ int run_export(const std::string& checkpoint, const std::string& out_dir) {
     return 0;
 }
 
+// Per tensor the relative difference ||a - b|| / ||a|| (Frobenius); exit 1 when the largest
+// exceeds the tolerance. Also reports the largest absolute elementwise difference.
+int run_diff(const std::string& a_path, const std::string& b_path, double tolerance) {
+    moe::LoadedCheckpoint a = moe::load_model_checkpoint(a_path), b = moe::load_model_checkpoint(b_path);
+    auto slots_a = moe::tensor_slots(a.model->params()), slots_b = moe::tensor_slots(b.model->params());
+    if (slots_a.size() != slots_b.size())
+        throw moe::Error(fmt::format("{} has {} tensors, {} has {}", a.dir, slots_a.size(), b.dir, slots_b.size()));
+    double worst = 0, max_abs = 0;
+    std::string worst_name;
+    bool identical = true;
+    for (size_t i = 0; i < slots_a.size(); ++i) {
+        auto view = [](const moe::TensorSlot& s) { return s.slice >= 0 ? s.entry->value.select(0, s.slice) : s.entry->value; };
+        auto ta = view(slots_a[i]), tb = view(slots_b[i]);
+        if (slots_a[i].name != slots_b[i].name || ta.sizes() != tb.sizes())
+            throw moe::Error(fmt::format("tensor {} of {} is '{}', of {} '{}' (or the shapes differ)", i, a.dir,
+                                         slots_a[i].name, b.dir, slots_b[i].name));
+        identical = identical && torch::equal(ta, tb);
+        const double rel = (ta - tb).norm().item<double>() / std::max(ta.norm().item<double>(), 1e-30);
+        max_abs = std::max(max_abs, (ta - tb).abs().max().item<double>());
+        if (rel > worst || worst_name.empty()) worst = rel, worst_name = slots_a[i].name;
+    }
+    fmt::print("{} vs {}: {} tensors, {}; largest relative difference ||a-b||/||a|| {:.3g} in {} (tolerance {:.3g}); "
+               "largest elementwise |a-b| {:.3g}\n", a.dir, b.dir, slots_a.size(),
+               identical ? "bitwise identical" : "not identical", worst, worst_name, tolerance, max_abs);
+    return worst <= tolerance ? 0 : 1;
+}
+
 int run_report(const std::vector<std::string>& runs, const std::string& out) {
     const std::string md = moe::run_report_markdown(runs);
     if (out.empty() || out == "-") {
@@ -182,6 +211,13 @@ int main(int argc, char** argv) {
     report->add_option("runs", runs, "run directories")->required();
     report->add_option("-o,--out", out, "output file (default: stdout)");
 
+    std::string diff_a, diff_b;
+    double tolerance = 1e-5;
+    auto* diff = app.add_subcommand("diff", "compare the parameters of two checkpoints");
+    diff->add_option("a", diff_a, "checkpoint (step directory or root)")->required();
+    diff->add_option("b", diff_b, "checkpoint (step directory or root)")->required();
+    diff->add_option("--tolerance", tolerance, "largest relative difference allowed (exit 1 above it)");
+
     CLI11_PARSE(app, argc, argv);
     try {
         if (eval->parsed()) {
@@ -195,6 +231,7 @@ int main(int argc, char** argv) {
         if (logits->parsed()) return run_logits(checkpoint, tokens, out);
         if (exp->parsed()) return run_export(checkpoint, out);
         if (report->parsed()) return run_report(runs, out);
+        if (diff->parsed()) return run_diff(diff_a, diff_b, tolerance);
     } catch (const moe::ConfigError& e) {
         fmt::print(stderr, "moe-eval: {}\n", e.what());
         return 1;

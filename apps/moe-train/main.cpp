@@ -4,6 +4,7 @@
 //   moe-train configs/tiny.yaml --set model.n_layers=6 --set train.steps=100 --run-dir runs/exp1
 //   moe-train configs/tiny.yaml --run-dir runs/a --stop-after 100   # then the same without
 //                                                                   # --stop-after continues it
+//   mpirun -np 2 moe-train configs/tiny.yaml --set parallel.dp=2      # data parallelism
 // Exit codes: 0 done, 1 error, 2 config error, 3 interrupted by a signal (checkpoint saved).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -13,6 +14,8 @@
 #include <vector>
 
 #include "common/error.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/parallel_context.h"
 #include "train/config.h"
 #include "train/features.h"
 #include "train/stop_signal.h"
@@ -46,17 +49,25 @@ int main(int argc, char** argv) {
         ->check(CLI::PositiveNumber);
     CLI11_PARSE(app, argc, argv);
 
+    // Under mpirun every rank runs this; an error on one rank must end them all (a peer waiting in
+    // a collective would otherwise hang until the job's time limit).
+    std::shared_ptr<moe::ParallelContext> parallel;
+    auto fail = [&](int code, const std::string& what) {
+        const bool many = parallel && parallel->mesh.world > 1;
+        fmt::print(stderr, "moe-train: {}{}\n", many ? fmt::format("rank {}: ", parallel->mesh.rank) : "", what);
+        if (many) moe::abort_mpi_job(code);
+        return code;
+    };
     try {
         moe::Config cfg = moe::load_config(config_path, overrides);
         moe::reject_unavailable_features(cfg);
+        parallel = moe::ParallelContext::create(cfg.parallel, cfg.model.moe.num_experts);
         moe::install_stop_signal_handlers();
-        moe::Trainer trainer(std::move(cfg), joined_command_line(argc, argv), options);
+        moe::Trainer trainer(std::move(cfg), joined_command_line(argc, argv), options, parallel);
         return trainer.run();
     } catch (const moe::ConfigError& e) {
-        fmt::print(stderr, "moe-train: config error: {}\n", e.what());
-        return 2;
+        return fail(2, fmt::format("config error: {}", e.what()));
     } catch (const std::exception& e) {
-        fmt::print(stderr, "moe-train: error: {}\n", e.what());
-        return 1;
+        return fail(1, fmt::format("error: {}", e.what()));
     }
 }

@@ -55,6 +55,12 @@ class Communicator {
     virtual std::unique_ptr<Communicator> split(int color, int key, const std::string& name) = 0;
 };
 
+// `value` of rank `root`, on every rank of `comm`.
+std::string broadcast_string(Communicator& comm, const std::string& value, int root);
+
+// Ranks of this job on this host, as the launcher reports it (1 outside mpirun/srun).
+int64_t ranks_on_this_host();
+
 // The group of one process: collectives are copies or no-ops. The single-process path.
 std::unique_ptr<Communicator> make_self_communicator(const std::string& name = "world");
 

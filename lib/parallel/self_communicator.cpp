@@ -1,4 +1,7 @@
 // The one-process Communicator: every collective over a group of one is the identity.
+#include <cstdlib>
+#include <cstring>
+
 #include "common/error.h"
 #include "parallel/communicator.h"
 
@@ -45,6 +48,25 @@ class SelfCommunicator final : public Communicator {
 };
 
 }  // namespace
+
+std::string broadcast_string(Communicator& comm, const std::string& value, int root) {
+    if (comm.size() == 1) return value;
+    auto length = torch::tensor({int64_t(comm.rank() == root ? value.size() : 0)});
+    comm.broadcast(length, root);
+    auto bytes = torch::zeros({length.item<int64_t>()}, torch::kUInt8);
+    if (comm.rank() == root && !value.empty()) std::memcpy(bytes.data_ptr<uint8_t>(), value.data(), value.size());
+    if (bytes.numel() > 0) comm.broadcast(bytes, root);
+    return std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), size_t(bytes.numel()));
+}
+
+int64_t ranks_on_this_host() {
+    for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
+        if (const char* v = std::getenv(var)) {
+            const long n = std::strtol(v, nullptr, 10);
+            if (n > 0) return n;
+        }
+    return 1;
+}
 
 std::unique_ptr<Communicator> make_self_communicator(const std::string& name) {
     return std::make_unique<SelfCommunicator>(name);

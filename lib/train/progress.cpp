@@ -14,12 +14,13 @@ std::string format_eta(double seconds) {
 }
 }  // namespace
 
-Progress::Progress(int64_t total_steps, int64_t log_every, int64_t first_step)
+Progress::Progress(int64_t total_steps, int64_t log_every, int64_t first_step, bool quiet)
     : total_(total_steps), log_every_(log_every > 0 ? log_every : 1), first_(first_step),
-      tty_(::isatty(STDOUT_FILENO) == 1), start_(std::chrono::steady_clock::now()) {}
+      tty_(::isatty(STDOUT_FILENO) == 1), quiet_(quiet), start_(std::chrono::steady_clock::now()) {}
 
 void Progress::update(int64_t steps_done, double loss, double tokens_per_s, std::optional<double> eval_loss,
                       bool skipped) {
+    if (quiet_) return;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     const double per_step = elapsed / double(std::max<int64_t>(1, steps_done - first_));
     const std::string eta = format_eta(per_step * double(total_ - steps_done));

@@ -10,13 +10,15 @@ namespace moe {
 
 class Progress {
    public:
-    Progress(int64_t total_steps, int64_t log_every, int64_t first_step = 0);
+    // `quiet`: print nothing (ranks other than 0).
+    Progress(int64_t total_steps, int64_t log_every, int64_t first_step = 0, bool quiet = false);
     void update(int64_t steps_done, double loss, double tokens_per_s, std::optional<double> eval_loss, bool skipped);
     void finish();
 
    private:
     int64_t total_, log_every_, first_;
     bool tty_;
+    bool quiet_;
     bool line_open_ = false;
     std::chrono::steady_clock::time_point start_;
 };

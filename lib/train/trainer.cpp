@@ -10,7 +10,9 @@
 
 #include "common/error.h"
 #include "train/checkpoint_model.h"
+#include "train/compute_threads.h"
 #include "train/lr_schedule.h"
+#include "parallel/mpi_communicator.h"
 #include "train/progress.h"
 #include "train/stop_signal.h"
 #include "train/system_info.h"
@@ -30,30 +32,35 @@ std::string make_run_id(const Config& cfg) {
     return fmt::format("{}-{}-{}", buf, model_config_hash(cfg).substr(0, 6), ::getpid() % 10000);
 }
 
+// Cores on this host shared by the ranks on this host, so `mpirun -np 2` on 2 cores does not
+// oversubscribe (the launcher tells each rank how many ranks share its host).
 int64_t default_threads() {
-    unsigned cores = std::thread::hardware_concurrency();
-    return cores > 0 ? int64_t(cores) : 1;
+    const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+    return std::max<int64_t>(1, cores / ranks_on_this_host());
 }
 
 const std::vector<std::string> kMetricColumns = {"step", "loss", "aux_loss", "z_loss", "lr", "grad_norm",
                                                  "tokens", "tokens_per_s", "step_seconds", "dropped_fraction",
-                                                 "skipped", "eval_loss"};
+                                                 "skipped", "eval_loss", "comm_seconds", "comm_bytes"};
 
 }  // namespace
 
-Trainer::Trainer(Config cfg, std::string command_line, RunOptions options)
+Trainer::Trainer(Config cfg, std::string command_line, RunOptions options, std::shared_ptr<ParallelContext> parallel)
     : cfg_(std::move(cfg)),
       command_line_(std::move(command_line)),
       options_(std::move(options)),
-      run_dir_(options_.run_dir) {
-    at::set_num_threads(int(cfg_.train.threads > 0 ? cfg_.train.threads : default_threads()));
-    data_ = make_data_source(cfg_.data, cfg_.train.seq_len, cfg_.train.seed, 0, 1);
+      run_dir_(options_.run_dir),
+      par_(parallel ? std::move(parallel) : ParallelContext::single(cfg_.model.moe.num_experts)) {
+    set_compute_threads(cfg_.train.threads > 0 ? cfg_.train.threads : default_threads());
+    const Mesh& mesh = par_->mesh;
+    data_ = make_data_source(cfg_.data, cfg_.train.seq_len, cfg_.train.seed, mesh.replica, mesh.dp);
     if (data_->vocab_size() > cfg_.model.vocab_size)
         throw ConfigError(fmt::format("model.vocab_size: {} is smaller than the data's vocabulary {} ({}) ({})",
                                       cfg_.model.vocab_size, data_->vocab_size(), data_->describe(), cfg_.source_path));
     model_ = std::make_unique<MoeTransformer>(cfg_.model, std::make_shared<LocalDispatcher>(cfg_.model.moe.num_experts),
                                               cfg_.train.seed);
     optimizer_ = std::make_unique<AdamW>(model_->params(), cfg_.optim);
+    grad_sync_ = std::make_unique<GradientSync>(model_->params(), *par_->data, *par_->expert_data, cfg_.parallel.bucket_mb);
     entropy_bound_ = data_->entropy_bound(cfg_.train.eval_batches, cfg_.train.batch_size);
 
     if (run_dir_.empty()) {
@@ -66,7 +73,15 @@ Trainer::Trainer(Config cfg, std::string command_line, RunOptions options)
     checkpoint_dir_ = default_checkpoint_dir(cfg_.checkpoint.dir, run_dir_, run_id_);
 }
 
+bool Trainer::any_rank_stop_requested() const {
+    if (par_->world->size() == 1) return stop_requested();
+    auto flag = torch::tensor({int64_t(stop_requested())});
+    par_->world->all_reduce(flag, ReduceOp::max);   // all ranks stop after the same step
+    return flag.item<int64_t>() != 0;
+}
+
 void Trainer::write_start_record(const std::string& resumed_from) {
+    if (!par_->is_root()) return;   // one record per run, from rank 0
     record_ = std::make_unique<RunRecord>(run_dir_);
     YAML::Node& r = record_->root();
     r["run_id"] = run_id_;
@@ -78,11 +93,11 @@ void Trainer::write_start_record(const std::string& resumed_from) {
     r["config"] = YAML::Load(config_to_yaml(cfg_));
     r["config_hash"] = model_config_hash(cfg_);
     YAML::Node world;
-    world["size"] = 1;
+    world["size"] = par_->mesh.world;
     world["pp"] = cfg_.parallel.pp;
     world["dp"] = cfg_.parallel.dp;
     world["ep"] = cfg_.parallel.ep;
-    world["ranks_per_host"] = 1;
+    world["ranks_per_host"] = ranks_on_this_host();
     world["threads_per_rank"] = at::get_num_threads();
     r["world"] = world;
     r["host"] = host_description();
@@ -166,8 +181,20 @@ StepResult Trainer::train_step(int64_t step) {
         r.aux_loss /= double(moe_layers);
         r.z_loss /= double(moe_layers);
     }
+    // The step's scalars over all replicas (their batches are equal in size, so the mean of the
+    // means is the mean over the global batch); every replica then agrees on skipping a step.
+    if (par_->data->size() > 1) {
+        auto scalars = torch::tensor({r.loss, r.aux_loss, r.z_loss, double(routed), double(dropped)}, torch::kFloat64);
+        par_->data->all_reduce(scalars);
+        const double n = double(par_->data->size());
+        r.loss = scalars[0].item<double>() / n;
+        r.aux_loss = scalars[1].item<double>() / n;
+        r.z_loss = scalars[2].item<double>() / n;
+        routed = int64_t(scalars[3].item<double>());
+        dropped = int64_t(scalars[4].item<double>());
+    }
     r.dropped_fraction = routed > 0 ? double(dropped) / double(routed) : 0.0;
-    tokens_seen_ += B * cfg_.train.seq_len;
+    tokens_seen_ += B * cfg_.train.seq_len * par_->mesh.dp;
 
     if (!std::isfinite(r.loss)) {
         r.skipped = true;
@@ -181,10 +208,18 @@ StepResult Trainer::train_step(int64_t step) {
     bad_steps_in_a_row_ = 0;
 
     torch::NoGradGuard no_grad;
-    double sq = 0;
-    for (auto g : {ParamGroup::dense, ParamGroup::expert})
-        if (params.numel(g) > 0) sq += params.grads(g).square().sum().item<double>();
-    r.grad_norm = std::sqrt(sq);
+    grad_sync_->average();
+    r.comm_seconds = grad_sync_->seconds_last_step();
+    r.comm_bytes = grad_sync_->bytes_last_step();
+    // Global norm over distinct parameters: dense gradients are now equal on every replica;
+    // expert gradients differ across the expert group (different experts), so their squares add up there.
+    double dense_sq = params.numel(ParamGroup::dense) > 0 ? params.grads(ParamGroup::dense).square().sum().item<double>() : 0;
+    auto expert_sq = torch::tensor({params.numel(ParamGroup::expert) > 0
+                                        ? params.grads(ParamGroup::expert).square().sum().item<double>()
+                                        : 0.0},
+                                   torch::kFloat64);
+    par_->expert->all_reduce(expert_sq);
+    r.grad_norm = std::sqrt(dense_sq + expert_sq.item<double>());
     if (cfg_.optim.grad_clip > 0 && r.grad_norm > cfg_.optim.grad_clip) {
         const double scale = cfg_.optim.grad_clip / (r.grad_norm + 1e-6);
         for (auto g : {ParamGroup::dense, ParamGroup::expert}) params.grads(g).mul_(scale);
@@ -198,6 +233,7 @@ EvalResult Trainer::evaluate_now() {
 }
 
 void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, std::optional<double> eval_loss) {
+    if (!metrics_) return;   // ranks other than 0
     std::map<std::string, double> row{{"step", double(step)},
                                       {"loss", r.loss},
                                       {"aux_loss", r.aux_loss},
@@ -205,10 +241,12 @@ void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, s
                                       {"lr", r.lr},
                                       {"grad_norm", r.grad_norm},
                                       {"tokens", double(tokens_seen_)},
-                                      {"tokens_per_s", double(cfg_.train.batch_size * cfg_.train.seq_len) / step_seconds},
+                                      {"tokens_per_s", double(cfg_.train.batch_size * cfg_.train.seq_len * par_->mesh.dp) / step_seconds},
                                       {"step_seconds", step_seconds},
                                       {"dropped_fraction", r.dropped_fraction},
-                                      {"skipped", r.skipped ? 1.0 : 0.0}};
+                                      {"skipped", r.skipped ? 1.0 : 0.0},
+                                      {"comm_seconds", r.comm_seconds},
+                                      {"comm_bytes", double(r.comm_bytes)}};
     if (eval_loss) row["eval_loss"] = *eval_loss;
     metrics_->append(row);
 }
@@ -224,7 +262,7 @@ TrainingState Trainer::training_state() const {
     return st;
 }
 
-std::string Trainer::resume(CheckpointStore& store) {
+std::string Trainer::choose_checkpoint(CheckpointStore& store) const {
     if (options_.resume == "never") return "";
     std::string dir;
     if (options_.resume == "auto") {
@@ -241,11 +279,19 @@ std::string Trainer::resume(CheckpointStore& store) {
     } else {
         dir = resolve_checkpoint_dir(options_.resume);
     }
+    return dir;
+}
+
+std::string Trainer::resume(CheckpointStore& store) {
+    // Rank 0 chooses (its reasons for skipping checkpoints are printed once); every rank loads it.
+    const std::string dir = broadcast_string(*par_->world, par_->is_root() ? choose_checkpoint(store) : "", 0);
+    if (dir.empty()) return "";
     const YAML::Node manifest = read_manifest(dir);
     const std::string hash = manifest["config_hash"].as<std::string>("");
     if (hash != model_config_hash(cfg_))
+        if (hash != model_config_hash(cfg_) && par_->is_root())
         fmt::print(stderr, "moe-train: note: {} was written with model config hash {}, this config has {}; "
-                           "loading it anyway (every tensor's name and shape is checked)\n", dir, hash,
+                           "loading it anyway (every tensor's name, dtype and shape is checked)\n", dir, hash,
                    model_config_hash(cfg_));
     TrainingState st;
     load_checkpoint(dir, 0, model_->params(), optimizer_.get(), &st);
@@ -257,12 +303,18 @@ std::string Trainer::resume(CheckpointStore& store) {
     train_seconds_ = st.train_seconds;
     data_->set_position(st.data);
     set_torch_rng_state(st.torch_rng);
-    fmt::print("resumed from {} (step {})\n", dir, st.step);
+    if (par_->is_root()) fmt::print("resumed from {} (step {})\n", dir, st.step);
     return dir;
 }
 
 void Trainer::save_checkpoint(CheckpointStore& store, int64_t steps_done, bool wait) {
     if (steps_done == last_saved_step_) return;
+    // Data-parallel replicas hold identical state: rank 0's shard is the checkpoint. (Expert and
+    // pipeline parallelism, where ranks hold different tensors, write one shard per rank.)
+    if (!par_->is_root()) {
+        last_saved_step_ = steps_done;
+        return;
+    }
     auto t0 = Clock::now();
     TrainingState st = training_state();
     st.step = steps_done;
@@ -286,12 +338,13 @@ int Trainer::run() {
     identity.pp = cfg_.parallel.pp;
     identity.dp = cfg_.parallel.dp;
     identity.ep = cfg_.parallel.ep;
+    identity.world_size = par_->mesh.world;
     CheckpointStore store(checkpoint_dir_, cfg_.checkpoint.keep, identity);
-    store.remove_stale_temporaries();
+    if (par_->is_root()) store.remove_stale_temporaries();
     const std::string resumed_from = resume(store);
     write_start_record(resumed_from);
 
-    Progress progress(cfg_.train.steps, cfg_.train.log_every);
+    Progress progress(cfg_.train.steps, cfg_.train.log_every, first_step_, /*quiet=*/!par_->is_root());
     std::string stop_reason;
     try {
         for (int64_t step = first_step_; step < cfg_.train.steps; ++step) {
@@ -303,15 +356,16 @@ int Trainer::run() {
 
             std::optional<double> eval_loss;
             const bool last = step + 1 == cfg_.train.steps;
-            if (last || (cfg_.train.eval_every > 0 && (step + 1) % cfg_.train.eval_every == 0)) {
+            if (par_->is_root() && (last || (cfg_.train.eval_every > 0 && (step + 1) % cfg_.train.eval_every == 0))) {
                 last_eval_ = evaluate_now();
                 eval_loss = last_eval_->loss;
             }
             log_step(step, r, dt, eval_loss);
             progress.update(step + 1, r.loss, double(tokens_seen_) / train_seconds_, eval_loss, r.skipped);
 
-            if (stop_requested())
-                stop_reason = fmt::format("signal {} ({})", stop_signal(), strsignal(stop_signal()));
+            if (any_rank_stop_requested())
+                stop_reason = stop_signal() ? fmt::format("signal {} ({})", stop_signal(), strsignal(stop_signal()))
+                                            : "a signal to another rank";
             else if (options_.stop_after > 0 && step + 1 >= options_.stop_after && !last)
                 stop_reason = fmt::format("--stop-after {}", options_.stop_after);
             if (!stop_reason.empty()) {
@@ -323,7 +377,7 @@ int Trainer::run() {
         }
         if (stop_reason.empty() && cfg_.checkpoint.save_final) save_checkpoint(store, cfg_.train.steps, true);
         store.wait();
-        if (!last_eval_ && stop_reason.empty()) last_eval_ = evaluate_now();   // resumed a finished run
+        if (!last_eval_ && stop_reason.empty() && par_->is_root()) last_eval_ = evaluate_now();   // resumed a finished run
         progress.finish();
     } catch (const std::exception& e) {
         progress.finish();
@@ -335,6 +389,7 @@ int Trainer::run() {
         finish_record("failed", e.what());
         throw;
     }
+    if (!par_->is_root()) return !stop_reason.empty() && stop_requested() ? kExitInterrupted : 0;
     if (!stop_reason.empty()) {
         record_->root()["stop_reason"] = stop_reason;
         finish_record("interrupted", "");

@@ -11,6 +11,8 @@
 #include <string>
 
 #include "moe/transformer.h"
+#include "parallel/grad_sync.h"
+#include "parallel/parallel_context.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -27,6 +29,8 @@ struct StepResult {
     double z_loss = 0;
     double grad_norm = 0;  // before clipping
     double lr = 0;
+    double comm_seconds = 0;   // gradient averaging
+    int64_t comm_bytes = 0;
     double dropped_fraction = 0;
     bool skipped = false;  // non-finite loss: no update
 };
@@ -48,7 +52,9 @@ inline constexpr int kExitInterrupted = 3;
 class Trainer {
    public:
     // Validates, builds model and data (errors here leave nothing in the run directory).
-    Trainer(Config cfg, std::string command_line, RunOptions options = {});
+    // `parallel`: this rank's groups (null: one process).
+    Trainer(Config cfg, std::string command_line, RunOptions options = {},
+            std::shared_ptr<ParallelContext> parallel = nullptr);
 
     // Runs to the end; returns the process exit code. Finalises the record on failure too.
     int run();
@@ -62,8 +68,12 @@ class Trainer {
     const std::string& checkpoint_dir() const { return checkpoint_dir_; }
 
    private:
-    // Loads the checkpoint the options ask for (if any); returns its directory or "".
+    // The checkpoint the options ask for ("" for none); rank 0 only.
+    std::string choose_checkpoint(CheckpointStore& store) const;
+    // Loads the checkpoint rank 0 chose on every rank; returns its directory or "".
     std::string resume(CheckpointStore& store);
+    // A stop signal on any rank stops every rank after the same step.
+    bool any_rank_stop_requested() const;
     TrainingState training_state() const;
     void save_checkpoint(CheckpointStore& store, int64_t steps_done, bool wait);
     void write_start_record(const std::string& resumed_from);
@@ -81,6 +91,8 @@ class Trainer {
     std::unique_ptr<AdamW> optimizer_;
     std::unique_ptr<RunRecord> record_;
     std::unique_ptr<MetricsLog> metrics_;
+    std::shared_ptr<ParallelContext> par_;
+    std::unique_ptr<GradientSync> grad_sync_;
 
     int64_t first_step_ = 0;   // 0, or the step a resumed run continues from
     int64_t tokens_seen_ = 0;

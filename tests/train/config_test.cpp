@@ -285,8 +285,7 @@ TEST_CASE("features that have not landed are refused by key and file") {
         {"compress:\n  enabled: true\n", "compress.enabled"},
         {"async:\n  enabled: true\n", "async.enabled"},
         {"parallel:\n  pp: 2\n", "parallel.pp"},
-        {"parallel:\n  dp: 2\n", "parallel.dp"},
-        {"parallel:\n  ep: 2\n", "parallel.ep"},
+        {"parallel:\n  dp: 2\n  ep: 2\n", "parallel.ep"},
     };
     TempDir dir;
     int index = 0;

@@ -1,0 +1,36 @@
+#include "parallel/parallel_context.h"
+
+#include "common/error.h"
+#include "parallel/mpi_communicator.h"
+
+namespace moe {
+
+std::shared_ptr<ParallelContext> ParallelContext::single(int64_t num_experts) {
+    auto ctx = std::make_shared<ParallelContext>();
+    ctx->mesh = Mesh::build(1, 0, ParallelConfig{}, num_experts);
+    ctx->world = make_self_communicator("world");
+    ctx->data = make_self_communicator("data");
+    ctx->expert = make_self_communicator("expert");
+    ctx->expert_data = make_self_communicator("expert-data");
+    return ctx;
+}
+
+std::shared_ptr<ParallelContext> ParallelContext::create(const ParallelConfig& cfg, int64_t num_experts) {
+    if (!launched_by_mpi()) {
+        if (cfg.pp * cfg.dp > 1)
+            throw ConfigError(fmt::format("parallel: pp x dp = {} ranks, but this process was not started by mpirun or "
+                                          "srun (run: mpirun -np {} moe-train ...)", cfg.pp * cfg.dp, cfg.pp * cfg.dp));
+        return single(num_experts);
+    }
+    auto ctx = std::make_shared<ParallelContext>();
+    ctx->world = make_mpi_world();
+    const Mesh m = Mesh::build(ctx->world->size(), ctx->world->rank(), cfg, num_experts);
+    ctx->mesh = m;
+    // Colors identify a group uniquely; keys order its members by their index in the group.
+    ctx->data = ctx->world->split(int(m.stage), int(m.replica), "data");
+    ctx->expert = ctx->world->split(int(m.stage * m.dp + m.replica / m.ep), int(m.expert_rank), "expert");
+    ctx->expert_data = ctx->world->split(int(m.stage * m.ep + m.expert_rank), int(m.replica), "expert-data");
+    return ctx;
+}
+
+}  // namespace moe

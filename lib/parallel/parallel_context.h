@@ -1,0 +1,28 @@
+// Everything a rank needs to take part in a parallel layout: its Mesh and one Communicator per
+// group. Built once at start-up; the single-process run gets groups of one.
+//
+//   auto ctx = moe::ParallelContext::create(cfg.parallel, cfg.model.moe.num_experts);
+//   ctx->data->all_reduce(grads);
+#pragma once
+
+#include <memory>
+
+#include "parallel/communicator.h"
+#include "parallel/mesh.h"
+
+namespace moe {
+
+struct ParallelContext {
+    Mesh mesh;
+    std::unique_ptr<Communicator> world, data, expert, expert_data;
+
+    bool is_root() const { return mesh.rank == 0; }
+
+    // Under mpirun/srun: MPI world split into the mesh's groups (a layout that does not fit the
+    // launched ranks is a ConfigError naming the numbers). Otherwise one process, no MPI.
+    static std::shared_ptr<ParallelContext> create(const ParallelConfig& cfg, int64_t num_experts);
+    // Groups of one.
+    static std::shared_ptr<ParallelContext> single(int64_t num_experts);
+};
+
+}  // namespace moe

@@ -24,7 +24,10 @@ torch::Tensor run_local_experts(const torch::Tensor& rows_RD, const std::vector<
         offset += n;
     }
     MOE_CHECK(offset == rows_RD.size(0), "experts: counts sum to {} but {} rows arrived", offset, rows_RD.size(0));
-    if (outs.empty()) return rows_RD.new_zeros({0, w.w2.size(1)});
+    // No rows here: still return a result computed from rows_RD, so the autograd graph stays
+    // connected and an expert-parallel exchange before this point runs its backward on every
+    // rank (a rank that skipped it would leave its peers waiting in the all-to-all).
+    if (outs.empty()) return rows_RD.narrow(0, 0, 0).mul(0);
     return outs.size() == 1 ? outs[0] : torch::cat(outs, 0);
 }
 

@@ -1,22 +1,17 @@
 // MpiCommunicator (lib/parallel/mpi_communicator.cpp) under mpirun with 2 or 3 ranks: every
 // collective against the values each rank can compute on its own, uneven and empty all-to-all
 // exchanges, groups from split(), and a failing call's message.
-// libtorch's logging header defines a CHECK macro of its own: include it first so doctest's wins.
-#include <torch/torch.h>
-#define DOCTEST_CONFIG_IMPLEMENT
+#include <torch/torch.h>   // before doctest: libtorch's logging header defines its own CHECK
 #include <doctest/doctest.h>
 
 #include "common/error.h"
+#include "mpi_test_world.h"
 #include "parallel/mpi_communicator.h"
 
 using namespace moe;
 
-namespace {
-Communicator* g_world = nullptr;
-}
-
 TEST_CASE("all_reduce: sum, max and min, blocking and non-blocking") {
-    Communicator& w = *g_world;
+    Communicator& w = moe::test::world();
     const int n = w.size(), r = w.rank();
     auto t = torch::full({5}, float(r + 1));
     w.all_reduce(t);
@@ -37,7 +32,7 @@ TEST_CASE("all_reduce: sum, max and min, blocking and non-blocking") {
 }
 
 TEST_CASE("all_to_all with uneven counts, empty exchanges and a rank that receives nothing") {
-    Communicator& w = *g_world;
+    Communicator& w = moe::test::world();
     const int n = w.size(), r = w.rank();
     // Rank r sends (r + d) % 3 rows of width 2 to rank d, except that nobody sends to the last rank.
     auto rows_to = [&](int from, int to) { return to == n - 1 ? int64_t(0) : int64_t((from + to) % 3); };
@@ -63,7 +58,7 @@ TEST_CASE("all_to_all with uneven counts, empty exchanges and a rank that receiv
 }
 
 TEST_CASE("send/recv around a ring, broadcast and all_gather") {
-    Communicator& w = *g_world;
+    Communicator& w = moe::test::world();
     const int n = w.size(), r = w.rank();
     auto out = torch::full({4}, float(r)), in = torch::empty({4});
     if (r % 2 == 0) {
@@ -83,7 +78,7 @@ TEST_CASE("send/recv around a ring, broadcast and all_gather") {
 }
 
 TEST_CASE("split: groups by color, ordered by key, with their own collectives") {
-    Communicator& w = *g_world;
+    Communicator& w = moe::test::world();
     const int r = w.rank();
     auto group = w.split(r % 2, -r, "parity");   // reversed order inside each group
     CHECK(group->name() == "parity");
@@ -100,24 +95,10 @@ TEST_CASE("split: groups by color, ordered by key, with their own collectives") 
 }
 
 TEST_CASE("a failing call names the call, the rank and the group") {
-    Communicator& w = *g_world;
+    Communicator& w = moe::test::world();
     auto t = torch::zeros({1});
     const std::string expected = fmt::format("MPI_Send on rank {} of group 'world' failed", w.rank());
     CHECK_THROWS_WITH_AS(w.send(t, w.size() + 5, 1), doctest::Contains(expected.c_str()), CommError);
     auto strided = torch::zeros({4, 4}).t();
     CHECK_THROWS_WITH_AS(w.all_reduce(strided), doctest::Contains("needs a contiguous CPU tensor"), CommError);
-}
-
-int main(int argc, char** argv) {
-    auto world = make_mpi_world();
-    g_world = world.get();
-    doctest::Context ctx(argc, argv);
-    if (world->rank() != 0) ctx.setOption("out", "/dev/null");   // one report, from rank 0
-    const int failed = ctx.run();
-    // Every rank's verdict counts: rank 0 reports the failures of all.
-    auto flag = torch::tensor({int64_t(failed != 0)});
-    world->all_reduce(flag, ReduceOp::max);
-    g_world = nullptr;
-    world.reset();
-    return flag.item<int64_t>() != 0 ? 1 : 0;
 }

@@ -21,12 +21,18 @@ void GradientSync::average() {
     };
     std::vector<Pending> pending;
     for (auto [group, comm] : {std::pair{ParamGroup::dense, &data_}, std::pair{ParamGroup::expert, &expert_data_}}) {
-        if (comm->size() == 1 || params_.numel(group) == 0) continue;
+        if (params_.numel(group) == 0) continue;
         torch::Tensor& flat = params_.grads(group);
+        if (comm->size() == 1) {
+            if (data_.size() > 1) flat.mul_(1.0 / double(data_.size()));   // ep == dp: nothing to add up
+            continue;
+        }
         for (int64_t at = 0; at < flat.numel(); at += bucket_elements_) {
             torch::Tensor bucket = flat.narrow(0, at, std::min(bucket_elements_, flat.numel() - at));
             auto request = comm->all_reduce_async(bucket);
-            pending.push_back({bucket, std::move(request), 1.0 / double(comm->size())});
+            // The step's loss is the mean over all replicas: an expert's gradient already sums the
+            // contributions of its expert group's tokens, so both kinds divide by the data group's size.
+            pending.push_back({bucket, std::move(request), 1.0 / double(data_.size())});
             bytes_ += bucket.numel() * int64_t(sizeof(float));
         }
     }

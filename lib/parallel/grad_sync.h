@@ -18,7 +18,9 @@ class GradientSync {
    public:
     GradientSync(ParameterStore& params, Communicator& data, Communicator& expert_data, double bucket_mb);
 
-    // Replaces every gradient by its mean over the replicas that hold the same parameter.
+    // Sums every gradient over the replicas that hold the same parameter and divides by the number
+    // of data-parallel replicas (the step's loss is the mean over them; an expert's gradient
+    // already holds its whole expert group's tokens).
     void average();
 
     int64_t bytes_last_step() const { return bytes_; }

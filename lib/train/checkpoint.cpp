@@ -141,19 +141,37 @@ VerifyResult verify_checkpoint(const std::string& dir) {
 
 void load_checkpoint(const std::string& dir, int64_t rank, ParameterStore& params, AdamW* optimizer,
                      TrainingState* state) {
-    const std::string path = dir + "/" + shard_file_name(rank);
-    Hdf5File f = Hdf5File::open_read(path);
-    if (f.attribute_string("/", "format") != kCheckpointFormat)
-        throw CheckpointError(fmt::format("{}: not a moe-train checkpoint shard", path));
-    if (int64_t v = f.attribute_int("/", "version"); v != kCheckpointVersion)
-        throw CheckpointError(fmt::format("{}: format version {} (this build reads {})", path, v, kCheckpointVersion));
+    load_checkpoint_shards(dir, {rank}, params, optimizer, state);
+}
+
+void load_checkpoint_shards(const std::string& dir, const std::vector<int64_t>& ranks, ParameterStore& params,
+                            AdamW* optimizer, TrainingState* state) {
+    MOE_CHECK(!ranks.empty(), "{}: no shard to load", dir);
+    std::vector<Hdf5File> files;
+    for (int64_t rank : ranks) {
+        const std::string path = dir + "/" + shard_file_name(rank);
+        files.push_back(Hdf5File::open_read(path));
+        Hdf5File& f = files.back();
+        if (f.attribute_string("/", "format") != kCheckpointFormat)
+            throw CheckpointError(fmt::format("{}: not a moe-train checkpoint shard", path));
+        if (int64_t v = f.attribute_int("/", "version"); v != kCheckpointVersion)
+            throw CheckpointError(fmt::format("{}: format version {} (this build reads {})", path, v, kCheckpointVersion));
+    }
+    const std::string path = files.size() == 1 ? files[0].path() : dir;   // for messages
 
     torch::NoGradGuard no_grad;
     auto load_into = [&](const std::string& dataset, const std::string& name, const std::vector<int64_t>& want,
                          torch::Tensor dst) {
-        if (!f.exists(dataset))
+        Hdf5File* holder = nullptr;   // the first shard holding the tensor (expert shards hold only theirs)
+        for (auto& candidate : files)
+            if (candidate.exists(dataset)) {
+                holder = &candidate;
+                break;
+            }
+        if (!holder)
             throw CheckpointError(fmt::format("{}: tensor '{}' is missing (model built from the config expects {})",
                                               path, name, shape_str(want)));
+        Hdf5File& f = *holder;
         if (const std::string dt = f.dtype(dataset); dt != "float32")
             throw CheckpointError(fmt::format("{}: tensor '{}' has dtype {} in the checkpoint but float32 in the model",
                                               path, name, dt));
@@ -176,6 +194,7 @@ void load_checkpoint(const std::string& dir, int64_t rank, ParameterStore& param
                       slot_tensor(slot, same_view(e, optimizer->exp_avg_sq(e.group))));
         }
     }
+    Hdf5File& f = files.front();   // training state: the same in every shard
     if (optimizer) optimizer->set_step_count(f.attribute_int("/optim", "step"));
     if (state) {
         state->step = f.attribute_int("/state/schedule", "step");
@@ -248,6 +267,35 @@ std::string CheckpointStore::write_shard(const std::string& path, const Checkpoi
     return sha256.get();
 }
 
+void CheckpointStore::write_manifest(const std::string& tmp, const CheckpointSnapshot& s,
+                                     const std::vector<ShardRecord>& shards) const {
+    YAML::Node m;
+    m["format"] = kCheckpointFormat;
+    m["version"] = kCheckpointVersion;
+    m["step"] = s.state.step;
+    m["tokens"] = s.state.tokens;
+    m["created"] = iso_time_now();
+    m["config_hash"] = identity_.config_hash;
+    YAML::Node world;
+    world["size"] = identity_.world_size;
+    world["pp"] = identity_.pp;
+    world["dp"] = identity_.dp;
+    world["ep"] = identity_.ep;
+    m["world"] = world;
+    for (const auto& r : shards) {
+        YAML::Node file;
+        file["name"] = r.name;
+        file["rank"] = r.rank;
+        file["bytes"] = r.bytes;
+        file["sha256"] = r.sha256;
+        m["files"].push_back(file);
+    }
+    m["config"] = YAML::Load(identity_.config_yaml);
+    YAML::Emitter out;
+    out << m;
+    write_file_atomically(tmp + "/manifest.yaml", std::string(out.c_str()) + "\n");
+}
+
 std::string CheckpointStore::save(const CheckpointSnapshot& s) {
     const std::string name = step_dir_name(s.state.step);
     const std::string tmp = root_ + "/.tmp-" + name;
@@ -262,31 +310,7 @@ std::string CheckpointStore::save(const CheckpointSnapshot& s) {
     try {
         const std::string shard = tmp + "/" + shard_file_name(rank_);
         const std::string sha256 = write_shard(shard, s);
-        // With several ranks, this is where every rank's success flag is reduced before rank 0
-        // writes the manifest (DESIGN.md section 7); one rank has nothing to agree with.
-        YAML::Node m;
-        m["format"] = kCheckpointFormat;
-        m["version"] = kCheckpointVersion;
-        m["step"] = s.state.step;
-        m["tokens"] = s.state.tokens;
-        m["created"] = iso_time_now();
-        m["config_hash"] = identity_.config_hash;
-        YAML::Node world;
-        world["size"] = identity_.world_size;
-        world["pp"] = identity_.pp;
-        world["dp"] = identity_.dp;
-        world["ep"] = identity_.ep;
-        m["world"] = world;
-        YAML::Node file;
-        file["name"] = shard_file_name(rank_);
-        file["rank"] = rank_;
-        file["bytes"] = uint64_t(fs::file_size(shard));
-        file["sha256"] = sha256;
-        m["files"].push_back(file);
-        m["config"] = YAML::Load(identity_.config_yaml);
-        YAML::Emitter out;
-        out << m;
-        write_file_atomically(tmp + "/manifest.yaml", std::string(out.c_str()) + "\n");
+        write_manifest(tmp, s, {{shard_file_name(rank_), rank_, uint64_t(fs::file_size(shard)), sha256}});
         if (fs::exists(final_dir)) fs::remove_all(final_dir);   // an older save of the same step
         rename_durably(tmp, final_dir);
         write_file_atomically(root_ + "/LATEST", name + "\n");

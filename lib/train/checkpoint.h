@@ -24,6 +24,7 @@
 
 #include "moe/model_config.h"
 #include "moe/parameter_store.h"
+#include "parallel/communicator.h"
 #include "train/adamw.h"
 #include "train/data.h"
 
@@ -97,6 +98,10 @@ YAML::Node read_manifest(const std::string& dir);
 // mismatch names the tensor and both shapes.
 void load_checkpoint(const std::string& dir, int64_t rank, ParameterStore& params, AdamW* optimizer,
                      TrainingState* state);
+// The same from several shards: each tensor is read from the first shard that holds it (an
+// expert-parallel checkpoint spreads the experts over the shards); state from the first.
+void load_checkpoint_shards(const std::string& dir, const std::vector<int64_t>& ranks, ParameterStore& params,
+                            AdamW* optimizer, TrainingState* state);
 
 class CheckpointStore {
    public:
@@ -122,7 +127,21 @@ class CheckpointStore {
     // Complete step directories (with a manifest), newest first.
     std::vector<std::string> list_steps() const;
 
+    // The multi-rank commit (DESIGN.md section 7), called by every rank of `world` together:
+    // rank 0 prepares the temporary folder, every `writer` writes its shard (rank-<world rank>),
+    // all agree on success (a failure anywhere fails the save everywhere, never a hang), rank 0
+    // writes the manifest listing every shard's size and SHA-256, renames and updates LATEST.
+    // `snapshot` needs tensors only on writers. Returns the checkpoint directory.
+    std::string save_collective(const CheckpointSnapshot& snapshot, Communicator& world, bool writer);
+
    private:
+    struct ShardRecord {
+        std::string name;
+        int64_t rank;
+        uint64_t bytes;
+        std::string sha256;
+    };
+    void write_manifest(const std::string& tmp, const CheckpointSnapshot& s, const std::vector<ShardRecord>& shards) const;
     // Writes and fsyncs one shard; returns its SHA-256.
     std::string write_shard(const std::string& path, const CheckpointSnapshot& s) const;
     void prune();

@@ -26,15 +26,14 @@ LoadedCheckpoint load_model_checkpoint(const std::string& path) {
     LoadedCheckpoint ck;
     ck.dir = resolve_checkpoint_dir(path);
     const YAML::Node manifest = read_manifest(ck.dir);
-    if (manifest["files"].size() != 1)
-        throw CheckpointError(fmt::format("{}: {} shards; rebuilding a model from a multi-rank checkpoint is not "
-                                          "supported by this build", ck.dir, manifest["files"].size()));
+    std::vector<int64_t> ranks;
+    for (const auto& f : manifest["files"]) ranks.push_back(f["rank"].as<int64_t>());
     YAML::Emitter out;
     out << manifest["config"];
     ck.config = parse_config(out.c_str(), ck.dir + "/manifest.yaml (config)");
     ck.model = std::make_unique<MoeTransformer>(
         ck.config.model, std::make_shared<LocalDispatcher>(ck.config.model.moe.num_experts), ck.config.train.seed);
-    load_checkpoint(ck.dir, 0, ck.model->params(), nullptr, &ck.state);
+    load_checkpoint_shards(ck.dir, ranks, ck.model->params(), nullptr, &ck.state);
     return ck;
 }
 

@@ -26,7 +26,8 @@ struct LoadedCheckpoint {
     TrainingState state;
 };
 
-// Resolves, verifies (size and SHA-256 of every shard) and loads a single-shard checkpoint.
+// Resolves, verifies (size and SHA-256 of every shard) and loads a checkpoint, merging the expert
+// shards of a multi-rank one into the whole model.
 LoadedCheckpoint load_model_checkpoint(const std::string& path);
 
 }  // namespace moe

@@ -12,6 +12,7 @@
 #include "train/checkpoint_model.h"
 #include "train/compute_threads.h"
 #include "train/lr_schedule.h"
+#include "parallel/all_to_all_dispatcher.h"
 #include "parallel/mpi_communicator.h"
 #include "train/progress.h"
 #include "train/stop_signal.h"
@@ -57,8 +58,19 @@ Trainer::Trainer(Config cfg, std::string command_line, RunOptions options, std::
     if (data_->vocab_size() > cfg_.model.vocab_size)
         throw ConfigError(fmt::format("model.vocab_size: {} is smaller than the data's vocabulary {} ({}) ({})",
                                       cfg_.model.vocab_size, data_->vocab_size(), data_->describe(), cfg_.source_path));
-    model_ = std::make_unique<MoeTransformer>(cfg_.model, std::make_shared<LocalDispatcher>(cfg_.model.moe.num_experts),
-                                              cfg_.train.seed);
+    if (mesh.world > 1 && cfg_.checkpoint.async)
+        throw ConfigError(fmt::format("checkpoint.async: asynchronous saves with more than one rank are not available "
+                                      "yet ({})", cfg_.source_path));
+    std::shared_ptr<ExpertDispatcher> dispatcher;
+    if (mesh.ep > 1) {
+        if (cfg_.model.moe.aux_loss_scope == AuxLossScope::global)
+            throw ConfigError(fmt::format("moe.aux_loss_scope: global with expert parallelism is not available yet "
+                                          "(use local) ({})", cfg_.source_path));
+        dispatcher = std::make_shared<AllToAllDispatcher>(*par_->expert, cfg_.model.moe.num_experts);
+    } else {
+        dispatcher = std::make_shared<LocalDispatcher>(cfg_.model.moe.num_experts);
+    }
+    model_ = std::make_unique<MoeTransformer>(cfg_.model, dispatcher, cfg_.train.seed);
     optimizer_ = std::make_unique<AdamW>(model_->params(), cfg_.optim);
     grad_sync_ = std::make_unique<GradientSync>(model_->params(), *par_->data, *par_->expert_data, cfg_.parallel.bucket_mb);
     entropy_bound_ = data_->entropy_bound(cfg_.train.eval_batches, cfg_.train.batch_size);
@@ -294,7 +306,10 @@ std::string Trainer::resume(CheckpointStore& store) {
                            "loading it anyway (every tensor's name, dtype and shape is checked)\n", dir, hash,
                    model_config_hash(cfg_));
     TrainingState st;
-    load_checkpoint(dir, 0, model_->params(), optimizer_.get(), &st);
+    // The shard holding this rank's experts: written by the rank of the first expert group with
+    // the same expert shard and stage (rank 0 when there is no expert parallelism).
+    const Mesh& m = par_->mesh;
+    load_checkpoint(dir, m.expert_rank * m.pp + m.stage, model_->params(), optimizer_.get(), &st);
     first_step_ = st.step;
     last_saved_step_ = st.step;
     tokens_seen_ = st.tokens;
@@ -309,10 +324,20 @@ std::string Trainer::resume(CheckpointStore& store) {
 
 void Trainer::save_checkpoint(CheckpointStore& store, int64_t steps_done, bool wait) {
     if (steps_done == last_saved_step_) return;
-    // Data-parallel replicas hold identical state: rank 0's shard is the checkpoint. (Expert and
-    // pipeline parallelism, where ranks hold different tensors, write one shard per rank.)
-    if (!par_->is_root()) {
+    if (par_->world->size() > 1) {
+        // Replicas of the same expert shard hold identical tensors: the first expert group writes
+        // (rank 0 alone without expert parallelism), every rank takes part in the commit.
+        const bool writer = par_->mesh.replica < par_->mesh.ep;
+        auto t0 = Clock::now();
+        TrainingState st = training_state();
+        st.step = steps_done;
+        CheckpointSnapshot snapshot;
+        if (writer) snapshot = take_snapshot(model_->params(), *optimizer_, st);
+        snapshot.state = st;
+        store.save_collective(snapshot, *par_->world, writer);
+        checkpoint_stall_seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
         last_saved_step_ = steps_done;
+        ++checkpoints_saved_;
         return;
     }
     auto t0 = Clock::now();
@@ -339,7 +364,7 @@ int Trainer::run() {
     identity.dp = cfg_.parallel.dp;
     identity.ep = cfg_.parallel.ep;
     identity.world_size = par_->mesh.world;
-    CheckpointStore store(checkpoint_dir_, cfg_.checkpoint.keep, identity);
+    CheckpointStore store(checkpoint_dir_, cfg_.checkpoint.keep, identity, par_->mesh.rank);
     if (par_->is_root()) store.remove_stale_temporaries();
     const std::string resumed_from = resume(store);
     write_start_record(resumed_from);
@@ -356,7 +381,9 @@ int Trainer::run() {
 
             std::optional<double> eval_loss;
             const bool last = step + 1 == cfg_.train.steps;
-            if (par_->is_root() && (last || (cfg_.train.eval_every > 0 && (step + 1) % cfg_.train.eval_every == 0))) {
+            // With expert parallelism every rank takes part in the forward pass (all-to-all).
+            const bool evaluates = par_->is_root() || par_->mesh.ep > 1;
+            if (evaluates && (last || (cfg_.train.eval_every > 0 && (step + 1) % cfg_.train.eval_every == 0))) {
                 last_eval_ = evaluate_now();
                 eval_loss = last_eval_->loss;
             }
@@ -377,7 +404,7 @@ int Trainer::run() {
         }
         if (stop_reason.empty() && cfg_.checkpoint.save_final) save_checkpoint(store, cfg_.train.steps, true);
         store.wait();
-        if (!last_eval_ && stop_reason.empty() && par_->is_root()) last_eval_ = evaluate_now();   // resumed a finished run
+        if (!last_eval_ && stop_reason.empty() && (par_->is_root() || par_->mesh.ep > 1)) last_eval_ = evaluate_now();   // resumed a finished run
         progress.finish();
     } catch (const std::exception& e) {
         progress.finish();

@@ -7,16 +7,7 @@
 # - a dp=2 run stopped and resumed is bitwise the dp=2 run that never stopped;
 # - a layout that does not match the launched ranks is a config error naming the numbers.
 #   tests/cli/dp_test.sh build/moe-train build/moe-eval MPIEXEC
-set -euo pipefail
-train=$1 eval=$2 mpiexec=$3
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-work=$(mktemp -d /tmp/moe_dp_test.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-mpi=("$mpiexec" --oversubscribe --bind-to none)
-[[ $(id -u) -ne 0 ]] || mpi+=(--allow-run-as-root)
-cfg=("$root/configs/tiny.yaml" --set train.steps=10 --set train.eval_every=0 --set train.log_every=1000
-     --set moe.aux_loss_coef=0 --set model.n_layers=2)
-fail() { echo "FAILED: $*"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/parallel_common.sh" "$@"
 
 "$train" "${cfg[@]}" --set train.batch_size=8 --run-dir "$work/one" >"$work/log" 2>&1 || { cat "$work/log"; fail "1 rank"; }
 "${mpi[@]}" -np 2 "$train" "${cfg[@]}" --set train.batch_size=4 --set parallel.dp=2 --run-dir "$work/dp2" \

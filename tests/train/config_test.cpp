@@ -285,7 +285,6 @@ TEST_CASE("features that have not landed are refused by key and file") {
         {"compress:\n  enabled: true\n", "compress.enabled"},
         {"async:\n  enabled: true\n", "async.enabled"},
         {"parallel:\n  pp: 2\n", "parallel.pp"},
-        {"parallel:\n  dp: 2\n  ep: 2\n", "parallel.ep"},
     };
     TempDir dir;
     int index = 0;

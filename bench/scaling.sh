@@ -2,7 +2,8 @@
 # Weak-scaling efficiency of data parallelism: the same per-rank batch on 1 rank and on dp=2
 # ranks (one intra-op thread each), alternated three times; efficiency = tokens/s(dp=2) /
 # (2 x tokens/s(1 rank)), medians compared. Also the share of a dp=2 step spent averaging
-# gradients (comm_seconds / step_seconds from metrics.csv).
+# gradients (comm_seconds / step_seconds from metrics.csv), and the share of a dp=2, ep=2 step
+# spent in the expert all-to-all exchanges (a2a_seconds / step_seconds).
 #   bench/scaling.sh [--steps N]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,16 +18,21 @@ mpi=(mpirun --oversubscribe --bind-to none)
 cfg=("$root/configs/tiny.yaml" --set train.steps="$steps" --set train.eval_every=0 --set train.log_every=100000
      --set train.threads=1 --set checkpoint.save_final=false)
 tps() { sed -nE 's/^  tokens_per_s: ([0-9.e+-]+)$/\1/p' "$1/record.yaml"; }
-one=() two=() comm=()
+one=() two=() comm=() a2a=()
 for round in 1 2 3; do
   "$build/moe-train" "${cfg[@]}" --run-dir "$work/one-$round" >/dev/null
   "${mpi[@]}" -np 2 "$build/moe-train" "${cfg[@]}" --set parallel.dp=2 --run-dir "$work/two-$round" >/dev/null
   one+=("$(tps "$work/one-$round")") two+=("$(tps "$work/two-$round")")
   # Columns 9 = step_seconds, 13 = comm_seconds; the first 5 steps are warm-up.
   comm+=("$(awk -F, 'NR > 6 { s += $9; c += $13 } END { printf "%.4f", c / s }' "$work/two-$round/metrics.csv")")
-  echo "round $round: 1 rank ${one[-1]} tokens/s, dp=2 ${two[-1]} tokens/s, gradient averaging ${comm[-1]} of a dp=2 step"
+  "${mpi[@]}" -np 2 "$build/moe-train" "${cfg[@]}" --set parallel.dp=2 --set parallel.ep=2 --run-dir "$work/ep-$round" >/dev/null
+  # Column 15 = a2a_seconds.
+  a2a+=("$(awk -F, 'NR > 6 { s += $9; c += $15 } END { printf "%.4f", c / s }' "$work/ep-$round/metrics.csv")")
+  echo "round $round: 1 rank ${one[-1]} tokens/s, dp=2 ${two[-1]} tokens/s, gradient averaging ${comm[-1]} of a dp=2 step," \
+       "all-to-all ${a2a[-1]} of a dp=2 ep=2 step"
 done
 median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
-awk -v a="$(median "${one[@]}")" -v b="$(median "${two[@]}")" -v c="$(median "${comm[@]}")" 'BEGIN {
+awk -v a="$(median "${one[@]}")" -v b="$(median "${two[@]}")" -v c="$(median "${comm[@]}")" -v x="$(median "${a2a[@]}")" 'BEGIN {
   printf "median: 1 rank %.0f tokens/s, dp=2 %.0f tokens/s: weak-scaling efficiency %.2f (target >= 0.85)\n", a, b, b / (2 * a)
-  printf "median: gradient averaging takes %.1f%% of a dp=2 step\n", 100 * c }'
+  printf "median: gradient averaging takes %.1f%% of a dp=2 step\n", 100 * c
+  printf "median: the expert all-to-all takes %.1f%% of a dp=2, ep=2 step\n", 100 * x }'

@@ -1,5 +1,7 @@
 #include "parallel/all_to_all_dispatcher.h"
 
+#include <chrono>
+
 #include "common/error.h"
 
 namespace moe {
@@ -13,24 +15,30 @@ using torch::autograd::variable_list;
 // Backward sends the gradient rows back the way they came.
 struct ExchangeRows : public torch::autograd::Function<ExchangeRows> {
     static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& input, std::vector<int64_t> send,
-                                 std::vector<int64_t> recv, Communicator* comm) {
+                                 std::vector<int64_t> recv, Communicator* comm, ExchangeStats* stats) {
         ctx->saved_data["send"] = send;
         ctx->saved_data["recv"] = recv;
         ctx->saved_data["comm"] = reinterpret_cast<int64_t>(comm);
-        return exchange(input, send, recv, *comm);
+        ctx->saved_data["stats"] = reinterpret_cast<int64_t>(stats);
+        return exchange(input, send, recv, *comm, *stats);
     }
     static variable_list backward(AutogradContext* ctx, variable_list grads) {
         auto* comm = reinterpret_cast<Communicator*>(ctx->saved_data["comm"].toInt());
-        auto back = exchange(grads[0], ctx->saved_data["recv"].toIntVector(), ctx->saved_data["send"].toIntVector(), *comm);
-        return {back, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+        auto* stats = reinterpret_cast<ExchangeStats*>(ctx->saved_data["stats"].toInt());
+        auto back = exchange(grads[0], ctx->saved_data["recv"].toIntVector(), ctx->saved_data["send"].toIntVector(),
+                             *comm, *stats);
+        return {back, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
     }
     static torch::Tensor exchange(const torch::Tensor& input, const std::vector<int64_t>& send,
-                                  const std::vector<int64_t>& recv, Communicator& comm) {
+                                  const std::vector<int64_t>& recv, Communicator& comm, ExchangeStats& stats) {
+        const auto t0 = std::chrono::steady_clock::now();
         int64_t rows = 0;
         for (auto n : recv) rows += n;
         auto in = input.contiguous();
         auto out = torch::empty({rows, in.size(1)}, in.options());
         comm.all_to_all(in, send, out, recv);
+        stats.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        stats.bytes += in.numel() * int64_t(in.element_size());
         return out;
     }
 };
@@ -58,7 +66,9 @@ DispatchResult AllToAllDispatcher::dispatch(const torch::Tensor& rows_SD, const 
     // Counts first: row r of `send_counts` holds the rows for rank r's experts.
     auto send_counts = torch::tensor(num_tokens_per_expert, torch::kInt64).view({ep, L}).contiguous();
     auto recv_counts = torch::empty({ep, L}, torch::kInt64);
+    const auto t0 = std::chrono::steady_clock::now();
     group_.all_to_all(send_counts, std::vector<int64_t>(size_t(ep), 1), recv_counts, std::vector<int64_t>(size_t(ep), 1));
+    stats_.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     ExchangeState st;
     const int64_t* sc = send_counts.data_ptr<int64_t>();
@@ -70,7 +80,7 @@ DispatchResult AllToAllDispatcher::dispatch(const torch::Tensor& rows_SD, const 
         st.send_rows.push_back(s);
         st.recv_rows.push_back(q);
     }
-    auto arrived = ExchangeRows::apply(rows_SD, st.send_rows, st.recv_rows, &group_);
+    auto arrived = ExchangeRows::apply(rows_SD, st.send_rows, st.recv_rows, &group_, &stats_);
 
     // Rows arrive ordered (source rank, local expert); the experts want (local expert, source rank).
     std::vector<int64_t> block_start(size_t(ep * L));
@@ -96,7 +106,7 @@ DispatchResult AllToAllDispatcher::dispatch(const torch::Tensor& rows_SD, const 
 torch::Tensor AllToAllDispatcher::combine(const torch::Tensor& out_RD, const DispatchResult& dispatched) {
     const auto& st = std::any_cast<const ExchangeState&>(dispatched.state);
     auto in_arrival_order = out_RD.index_select(0, st.to_arrival_order);
-    return ExchangeRows::apply(in_arrival_order, st.recv_rows, st.send_rows, &group_);
+    return ExchangeRows::apply(in_arrival_order, st.recv_rows, st.send_rows, &group_, &stats_);
 }
 
 torch::Tensor AllToAllDispatcher::all_reduce_sum(const torch::Tensor& t) {

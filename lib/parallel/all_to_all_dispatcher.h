@@ -12,6 +12,12 @@
 
 namespace moe {
 
+// Time and payload bytes sent by the exchanges (forward and backward) since the last reset.
+struct ExchangeStats {
+    double seconds = 0;
+    int64_t bytes = 0;
+};
+
 class AllToAllDispatcher final : public ExpertDispatcher {
    public:
     // `group` is this rank's expert group; it must outlive the dispatcher.
@@ -25,9 +31,13 @@ class AllToAllDispatcher final : public ExpertDispatcher {
     torch::Tensor all_reduce_sum(const torch::Tensor& t) override;
     int64_t group_size() const override { return group_.size(); }
 
+    const ExchangeStats& stats() const { return stats_; }
+    void reset_stats() { stats_ = {}; }
+
    private:
     Communicator& group_;
     int64_t num_experts_, local_, first_;
+    ExchangeStats stats_;
 };
 
 }  // namespace moe

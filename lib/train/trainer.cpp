@@ -42,7 +42,8 @@ int64_t default_threads() {
 
 const std::vector<std::string> kMetricColumns = {"step", "loss", "aux_loss", "z_loss", "lr", "grad_norm",
                                                  "tokens", "tokens_per_s", "step_seconds", "dropped_fraction",
-                                                 "skipped", "eval_loss", "comm_seconds", "comm_bytes"};
+                                                 "skipped", "eval_loss", "comm_seconds", "comm_bytes", "a2a_seconds",
+                                                 "a2a_bytes"};
 
 }  // namespace
 
@@ -66,7 +67,8 @@ Trainer::Trainer(Config cfg, std::string command_line, RunOptions options, std::
         if (cfg_.model.moe.aux_loss_scope == AuxLossScope::global)
             throw ConfigError(fmt::format("moe.aux_loss_scope: global with expert parallelism is not available yet "
                                           "(use local) ({})", cfg_.source_path));
-        dispatcher = std::make_shared<AllToAllDispatcher>(*par_->expert, cfg_.model.moe.num_experts);
+        a2a_ = std::make_shared<AllToAllDispatcher>(*par_->expert, cfg_.model.moe.num_experts);
+        dispatcher = a2a_;
     } else {
         dispatcher = std::make_shared<LocalDispatcher>(cfg_.model.moe.num_experts);
     }
@@ -169,6 +171,7 @@ StepResult Trainer::train_step(int64_t step) {
     ParameterStore& params = model_->params();
     params.zero_grads();
 
+    if (a2a_) a2a_->reset_stats();
     const int64_t B = cfg_.train.batch_size, M = cfg_.train.micro_batches;
     TokenBatch batch = data_->next_train_batch(B);
     auto inputs = batch_inputs(batch), targets = batch_targets(batch);
@@ -206,6 +209,10 @@ StepResult Trainer::train_step(int64_t step) {
         dropped = int64_t(scalars[4].item<double>());
     }
     r.dropped_fraction = routed > 0 ? double(dropped) / double(routed) : 0.0;
+    if (a2a_) {   // forward and backward of every MoE layer's exchanges
+        r.a2a_seconds = a2a_->stats().seconds;
+        r.a2a_bytes = a2a_->stats().bytes;
+    }
     tokens_seen_ += B * cfg_.train.seq_len * par_->mesh.dp;
 
     if (!std::isfinite(r.loss)) {
@@ -258,7 +265,9 @@ void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, s
                                       {"dropped_fraction", r.dropped_fraction},
                                       {"skipped", r.skipped ? 1.0 : 0.0},
                                       {"comm_seconds", r.comm_seconds},
-                                      {"comm_bytes", double(r.comm_bytes)}};
+                                      {"comm_bytes", double(r.comm_bytes)},
+                                      {"a2a_seconds", r.a2a_seconds},
+                                      {"a2a_bytes", double(r.a2a_bytes)}};
     if (eval_loss) row["eval_loss"] = *eval_loss;
     metrics_->append(row);
 }

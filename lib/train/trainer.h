@@ -11,6 +11,7 @@
 #include <string>
 
 #include "moe/transformer.h"
+#include "parallel/all_to_all_dispatcher.h"
 #include "parallel/grad_sync.h"
 #include "parallel/parallel_context.h"
 #include "train/adamw.h"
@@ -31,6 +32,8 @@ struct StepResult {
     double lr = 0;
     double comm_seconds = 0;   // gradient averaging
     int64_t comm_bytes = 0;
+    double a2a_seconds = 0;    // expert-parallel exchanges (0 without expert parallelism)
+    int64_t a2a_bytes = 0;
     double dropped_fraction = 0;
     bool skipped = false;  // non-finite loss: no update
 };
@@ -93,6 +96,7 @@ class Trainer {
     std::unique_ptr<MetricsLog> metrics_;
     std::shared_ptr<ParallelContext> par_;
     std::unique_ptr<GradientSync> grad_sync_;
+    std::shared_ptr<AllToAllDispatcher> a2a_;   // set under expert parallelism
 
     int64_t first_step_ = 0;   // 0, or the step a resumed run continues from
     int64_t tokens_seen_ = 0;

@@ -111,7 +111,8 @@ torch::Tensor AllToAllDispatcher::combine(const torch::Tensor& out_RD, const Dis
 
 torch::Tensor AllToAllDispatcher::all_reduce_sum(const torch::Tensor& t) {
     if (t.requires_grad())
-        throw ConfigError("moe.aux_loss_scope: global with expert parallelism is not available yet (use local)");
+        throw CommError("AllToAllDispatcher::all_reduce_sum sums statistics only; a differentiable sum (the global "
+                        "aux-loss scope) goes through GroupStatsDispatcher");
     auto sum = t.detach().contiguous().clone();
     group_.all_reduce(sum);
     return sum;

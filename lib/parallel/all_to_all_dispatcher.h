@@ -27,7 +27,8 @@ class AllToAllDispatcher final : public ExpertDispatcher {
     int64_t num_local_experts() const override { return local_; }
     DispatchResult dispatch(const torch::Tensor& rows_SD, const std::vector<int64_t>& num_tokens_per_expert) override;
     torch::Tensor combine(const torch::Tensor& out_RD, const DispatchResult& dispatched) override;
-    // Statistics only (expert load, dropped tokens): refuses tensors that need a gradient.
+    // Statistics only (expert load, dropped tokens) over the expert group: refuses tensors that
+    // need a gradient (the global aux-loss scope wraps dispatchers in GroupStatsDispatcher).
     torch::Tensor all_reduce_sum(const torch::Tensor& t) override;
     int64_t group_size() const override { return group_.size(); }
 

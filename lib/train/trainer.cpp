@@ -13,6 +13,7 @@
 #include "train/compute_threads.h"
 #include "train/lr_schedule.h"
 #include "parallel/all_to_all_dispatcher.h"
+#include "parallel/group_stats_dispatcher.h"
 #include "parallel/mpi_communicator.h"
 #include "train/progress.h"
 #include "train/stop_signal.h"
@@ -64,14 +65,17 @@ Trainer::Trainer(Config cfg, std::string command_line, RunOptions options, std::
                                       "yet ({})", cfg_.source_path));
     std::shared_ptr<ExpertDispatcher> dispatcher;
     if (mesh.ep > 1) {
-        if (cfg_.model.moe.aux_loss_scope == AuxLossScope::global)
-            throw ConfigError(fmt::format("moe.aux_loss_scope: global with expert parallelism is not available yet "
-                                          "(use local) ({})", cfg_.source_path));
         a2a_ = std::make_shared<AllToAllDispatcher>(*par_->expert, cfg_.model.moe.num_experts);
         dispatcher = a2a_;
     } else {
         dispatcher = std::make_shared<LocalDispatcher>(cfg_.model.moe.num_experts);
     }
+    // Global aux-loss scope: router statistics summed over all replicas (the global batch).
+    if (cfg_.model.moe.aux_loss_scope == AuxLossScope::global && mesh.dp > 1)
+        dispatcher = std::make_shared<GroupStatsDispatcher>(dispatcher, *par_->data);
+    // When the forward pass communicates (expert exchanges, global router statistics), every rank
+    // takes part in evaluation too; otherwise rank 0 evaluates alone.
+    all_ranks_evaluate_ = mesh.ep > 1 || (cfg_.model.moe.aux_loss_scope == AuxLossScope::global && mesh.dp > 1);
     model_ = std::make_unique<MoeTransformer>(cfg_.model, dispatcher, cfg_.train.seed);
     optimizer_ = std::make_unique<AdamW>(model_->params(), cfg_.optim);
     grad_sync_ = std::make_unique<GradientSync>(model_->params(), *par_->data, *par_->expert_data, cfg_.parallel.bucket_mb);
@@ -390,8 +394,7 @@ int Trainer::run() {
 
             std::optional<double> eval_loss;
             const bool last = step + 1 == cfg_.train.steps;
-            // With expert parallelism every rank takes part in the forward pass (all-to-all).
-            const bool evaluates = par_->is_root() || par_->mesh.ep > 1;
+            const bool evaluates = par_->is_root() || all_ranks_evaluate_;
             if (evaluates && (last || (cfg_.train.eval_every > 0 && (step + 1) % cfg_.train.eval_every == 0))) {
                 last_eval_ = evaluate_now();
                 eval_loss = last_eval_->loss;
@@ -413,7 +416,7 @@ int Trainer::run() {
         }
         if (stop_reason.empty() && cfg_.checkpoint.save_final) save_checkpoint(store, cfg_.train.steps, true);
         store.wait();
-        if (!last_eval_ && stop_reason.empty() && (par_->is_root() || par_->mesh.ep > 1)) last_eval_ = evaluate_now();   // resumed a finished run
+        if (!last_eval_ && stop_reason.empty() && (par_->is_root() || all_ranks_evaluate_)) last_eval_ = evaluate_now();   // resumed a finished run
         progress.finish();
     } catch (const std::exception& e) {
         progress.finish();

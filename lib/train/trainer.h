@@ -97,6 +97,7 @@ class Trainer {
     std::shared_ptr<ParallelContext> par_;
     std::unique_ptr<GradientSync> grad_sync_;
     std::shared_ptr<AllToAllDispatcher> a2a_;   // set under expert parallelism
+    bool all_ranks_evaluate_ = false;            // the forward pass communicates
 
     int64_t first_step_ = 0;   // 0, or the step a resumed run continues from
     int64_t tokens_seen_ = 0;

@@ -20,6 +20,19 @@ paste -d, <(cut -d, -f1,2 "$work/one/metrics.csv") <(cut -d, -f2 "$work/dp2/metr
   fail "losses differ"
 "$eval" diff "$work/one/checkpoints" "$work/dp2/checkpoints" --tolerance 1e-5 || fail "parameters differ"
 
+# With the aux loss on, the global scope (f and P summed over the replicas before the product)
+# makes dp=2 equal to 1 rank again; the local scope differs by design (checked, so this part of
+# the test can fail).
+glob=(--set moe.aux_loss_coef=0.01 --set moe.aux_loss_scope=global)
+"$train" "${cfg[@]}" "${glob[@]}" --set train.batch_size=8 --run-dir "$work/one_aux" >"$work/log" 2>&1 || { cat "$work/log"; fail "1 rank, aux"; }
+"${mpi[@]}" -np 2 "$train" "${cfg[@]}" "${glob[@]}" --set train.batch_size=4 --set parallel.dp=2 --run-dir "$work/dp2_aux" \
+  >"$work/log" 2>&1 || { cat "$work/log"; fail "dp=2, global aux"; }
+"$eval" diff "$work/one_aux/checkpoints" "$work/dp2_aux/checkpoints" --tolerance 1e-5 || fail "global aux: parameters differ"
+"${mpi[@]}" -np 2 "$train" "${cfg[@]}" "${glob[@]}" --set moe.aux_loss_scope=local --set train.batch_size=4 \
+  --set parallel.dp=2 --run-dir "$work/dp2_local" >"$work/log" 2>&1 || { cat "$work/log"; fail "dp=2, local aux"; }
+! "$eval" diff "$work/one_aux/checkpoints" "$work/dp2_local/checkpoints" --tolerance 1e-4 >/dev/null ||
+  fail "local aux scope matched the 1-rank run: the global-scope check above proves nothing"
+
 # Resume of a dp=2 run is bitwise.
 "${mpi[@]}" -np 2 "$train" "${cfg[@]}" --set train.batch_size=4 --set parallel.dp=2 --run-dir "$work/resumed" \
   --stop-after 5 >"$work/log" 2>&1 || { cat "$work/log"; fail "dp=2 --stop-after 5"; }

@@ -153,8 +153,8 @@ int run_diff(const std::string& a_path, const std::string& b_path, double tolera
     std::string worst_name;
     bool identical = true;
     for (size_t i = 0; i < slots_a.size(); ++i) {
-        auto view = [](const moe::TensorSlot& s) { return s.slice >= 0 ? s.entry->value.select(0, s.slice) : s.entry->value; };
-        auto ta = view(slots_a[i]), tb = view(slots_b[i]);
+        auto ta = moe::slot_tensor(slots_a[i], slots_a[i].entry->value);
+        auto tb = moe::slot_tensor(slots_b[i], slots_b[i].entry->value);
         if (slots_a[i].name != slots_b[i].name || ta.sizes() != tb.sizes())
             throw moe::Error(fmt::format("tensor {} of {} is '{}', of {} '{}' (or the shapes differ)", i, a.dir,
                                          slots_a[i].name, b.dir, slots_b[i].name));

@@ -26,10 +26,6 @@ std::vector<int64_t> hf_shape(const ParamEntry& e) {
     return sizes;
 }
 
-torch::Tensor slot_tensor(const TensorSlot& s, const torch::Tensor& full) {
-    return s.slice >= 0 ? full.select(0, s.slice) : full;
-}
-
 // The same tensor of another buffer laid out like the parameters (AdamW moments share offsets).
 torch::Tensor same_view(const ParamEntry& e, const torch::Tensor& flat) {
     return flat.narrow(0, e.offset, e.value.numel()).view(e.value.sizes());
@@ -70,6 +66,10 @@ std::vector<TensorSlot> tensor_slots(const ParameterStore& params) {
             slots.push_back({e.name, &e, -1});
     }
     return slots;
+}
+
+torch::Tensor slot_tensor(const TensorSlot& s, const torch::Tensor& full) {
+    return s.slice >= 0 ? full.select(0, s.slice) : full;
 }
 
 std::vector<uint8_t> torch_rng_state() {
@@ -297,31 +297,9 @@ void CheckpointStore::write_manifest(const std::string& tmp, const CheckpointSna
 }
 
 std::string CheckpointStore::save(const CheckpointSnapshot& s) {
-    const std::string name = step_dir_name(s.state.step);
-    const std::string tmp = root_ + "/.tmp-" + name;
-    const std::string final_dir = root_ + "/" + name;
-    try {
-        fs::create_directories(root_);
-        fs::remove_all(tmp);
-        fs::create_directories(tmp);
-    } catch (const fs::filesystem_error& e) {
-        throw CheckpointError(fmt::format("{}: cannot create checkpoint directory: {}", tmp, e.code().message()));
-    }
-    try {
-        const std::string shard = tmp + "/" + shard_file_name(rank_);
-        const std::string sha256 = write_shard(shard, s);
-        write_manifest(tmp, s, {{shard_file_name(rank_), rank_, uint64_t(fs::file_size(shard)), sha256}});
-        if (fs::exists(final_dir)) fs::remove_all(final_dir);   // an older save of the same step
-        rename_durably(tmp, final_dir);
-        write_file_atomically(root_ + "/LATEST", name + "\n");
-    } catch (const std::exception& e) {
-        std::error_code ignored;
-        fs::remove_all(tmp, ignored);
-        throw CheckpointError(fmt::format("saving checkpoint {} failed: {} (the previous checkpoint stays valid)",
-                                          final_dir, e.what()));
-    }
-    prune();
-    return final_dir;
+    // One rank is the multi-rank commit protocol over a group of one (every agreement a no-op).
+    auto self = make_self_communicator("checkpoint");
+    return save_collective(s, *self, /*writer=*/true);
 }
 
 void CheckpointStore::prune() {

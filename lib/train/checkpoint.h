@@ -77,6 +77,8 @@ struct TensorSlot {
     int64_t slice;   // stacked experts: the slice; -1 otherwise
 };
 std::vector<TensorSlot> tensor_slots(const ParameterStore& params);
+// The slot's tensor within `full` (the entry's value, or a buffer laid out like it).
+torch::Tensor slot_tensor(const TensorSlot& s, const torch::Tensor& full);
 
 std::string step_dir_name(int64_t step);        // "step-00001200"
 std::string shard_file_name(int64_t rank);      // "rank-00000.h5"

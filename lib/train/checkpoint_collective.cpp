@@ -21,13 +21,15 @@ void agree(Communicator& world, const std::string& error, const std::string& wha
     throw CheckpointError(error.empty() ? fmt::format("{}: another rank failed (see its message)", what) : error);
 }
 
-// A shard's record as 5 int64: bytes, then the 32 bytes of the SHA-256 (0 bytes: not a writer).
-constexpr int64_t kRecordWords = 5;
+// A shard's record as 6 int64: bytes, the 32 bytes of the SHA-256, the writer's rank (0 bytes:
+// not a writer).
+constexpr int64_t kRecordWords = 6;
 
-torch::Tensor pack_record(uint64_t bytes, const std::string& sha_hex) {
+torch::Tensor pack_record(uint64_t bytes, const std::string& sha_hex, int64_t rank) {
     auto t = torch::zeros({kRecordWords}, torch::kInt64);
     auto* w = t.data_ptr<int64_t>();
     w[0] = int64_t(bytes);
+    w[5] = rank;
     auto* raw = reinterpret_cast<uint8_t*>(w + 1);
     for (size_t i = 0; i + 1 < sha_hex.size() && i / 2 < 32; i += 2) raw[i / 2] = uint8_t(std::stoi(sha_hex.substr(i, 2), nullptr, 16));
     return t;
@@ -76,7 +78,7 @@ std::string CheckpointStore::save_collective(const CheckpointSnapshot& s, Commun
         try {
             const std::string shard = tmp + "/" + shard_file_name(rank_);
             const std::string sha = write_shard(shard, s);
-            record = pack_record(uint64_t(fs::file_size(shard)), sha);
+            record = pack_record(uint64_t(fs::file_size(shard)), sha, rank_);
         } catch (const std::exception& e) {
             error = failure(e);
         }
@@ -89,7 +91,7 @@ std::string CheckpointStore::save_collective(const CheckpointSnapshot& s, Commun
             std::vector<ShardRecord> shards;
             for (int64_t r = 0; r < world.size(); ++r) {
                 const int64_t* w = records[r].data_ptr<int64_t>();
-                if (w[0] > 0) shards.push_back({shard_file_name(r), r, uint64_t(w[0]), unpack_sha(w)});
+                if (w[0] > 0) shards.push_back({shard_file_name(w[5]), w[5], uint64_t(w[0]), unpack_sha(w)});
             }
             if (shards.empty()) throw CheckpointError("no rank wrote a shard");
             write_manifest(tmp, s, shards);

@@ -79,8 +79,7 @@ void export_hf_mixtral(const ModelConfig& cfg, const ParameterStore& params, con
     std::vector<std::pair<std::string, torch::Tensor>> tensors;
     torch::NoGradGuard no_grad;
     for (const auto& slot : tensor_slots(params)) {
-        const torch::Tensor& v = slot.entry->value;
-        tensors.emplace_back(slot.name, (slot.slice >= 0 ? v.select(0, slot.slice) : v).detach().contiguous());
+        tensors.emplace_back(slot.name, slot_tensor(slot, slot.entry->value).detach().contiguous());
     }
     std::error_code ec;
     std::filesystem::create_directories(out_dir, ec);

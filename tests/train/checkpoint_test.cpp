@@ -81,7 +81,7 @@ std::map<std::string, std::string> parameter_hashes(const std::string& checkpoin
     LoadedCheckpoint ck = load_model_checkpoint(checkpoint);
     std::map<std::string, std::string> out;
     for (const auto& slot : tensor_slots(ck.model->params())) {
-        auto t = (slot.slice >= 0 ? slot.entry->value.select(0, slot.slice) : slot.entry->value).contiguous();
+        auto t = slot_tensor(slot, slot.entry->value).contiguous();
         out[slot.name] = sha256_bytes(t.data_ptr<float>(), size_t(t.numel()) * 4);
     }
     return out;

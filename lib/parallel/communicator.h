@@ -26,6 +26,9 @@ class CommRequest {
    public:
     virtual ~CommRequest() = default;
     virtual void wait() = 0;
+    // True once complete. Also moves the operation along: MPI libraries progress non-blocking
+    // collectives only inside MPI calls, so overlapping work polls its requests.
+    virtual bool test() = 0;
 };
 
 class Communicator {

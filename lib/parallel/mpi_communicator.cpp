@@ -49,6 +49,12 @@ class MpiRequest final : public CommRequest {
         int rc = MPI_Wait(&request_, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS) throw CommError(fmt::format("MPI_Wait failed for {}: {}", where_, mpi_error_string(rc)));
     }
+    bool test() override {
+        int done = 0;
+        int rc = MPI_Test(&request_, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) throw CommError(fmt::format("MPI_Test failed for {}: {}", where_, mpi_error_string(rc)));
+        return done != 0;
+    }
 
    private:
     MPI_Request request_;

@@ -6,17 +6,18 @@
 #include <string>
 #include <vector>
 
-namespace moe {
+#include "parallel/pipeline_schedule.h"
 
-enum class PipelineSchedule { gpipe, one_f_one_b };
+namespace moe {
 
 struct ParallelConfig {
     int64_t pp = 1;  // pipeline stages
     int64_t dp = 1;  // data-parallel replicas
     int64_t ep = 1;  // expert-parallel degree inside a data group (dp % ep == 0)
-    PipelineSchedule schedule = PipelineSchedule::one_f_one_b;
+    ScheduleKind schedule = ScheduleKind::one_f_one_b;
     std::vector<int64_t> partition;  // layers per stage; empty = even split
     double bucket_mb = 25.0;         // gradient all-reduce bucket size
+    bool overlap_grad_sync = true;   // start bucket all-reduces during backward
 };
 
 struct AsyncConfig {

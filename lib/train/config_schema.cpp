@@ -209,10 +209,11 @@ std::vector<ConfigField> build_schema() {
         int_field("parallel.pp", FIELD(parallel.pp), 1),
         int_field("parallel.dp", FIELD(parallel.dp), 1),
         int_field("parallel.ep", FIELD(parallel.ep), 1),
-        enum_field<PipelineSchedule>("parallel.schedule", FIELD(parallel.schedule),
-                                     {{"gpipe", PipelineSchedule::gpipe}, {"1f1b", PipelineSchedule::one_f_one_b}}),
+        enum_field<ScheduleKind>("parallel.schedule", FIELD(parallel.schedule),
+                                     {{"gpipe", ScheduleKind::gpipe}, {"1f1b", ScheduleKind::one_f_one_b}}),
         int_list_field("parallel.partition", FIELD(parallel.partition)),
         real_field("parallel.bucket_mb", FIELD(parallel.bucket_mb), 0, Bound::open),
+        bool_field("parallel.overlap_grad_sync", FIELD(parallel.overlap_grad_sync)),
 
         bool_field("compress.enabled", FIELD(compress.enabled)),
         int_field("compress.rank", FIELD(compress.rank), 1),

@@ -78,7 +78,8 @@ Trainer::Trainer(Config cfg, std::string command_line, RunOptions options, std::
     all_ranks_evaluate_ = mesh.ep > 1 || (cfg_.model.moe.aux_loss_scope == AuxLossScope::global && mesh.dp > 1);
     model_ = std::make_unique<MoeTransformer>(cfg_.model, dispatcher, cfg_.train.seed);
     optimizer_ = std::make_unique<AdamW>(model_->params(), cfg_.optim);
-    grad_sync_ = std::make_unique<GradientSync>(model_->params(), *par_->data, *par_->expert_data, cfg_.parallel.bucket_mb);
+    grad_sync_ = std::make_unique<GradientSync>(model_->params(), *par_->data, *par_->expert_data, cfg_.parallel.bucket_mb,
+                                                cfg_.parallel.overlap_grad_sync);
     entropy_bound_ = data_->entropy_bound(cfg_.train.eval_batches, cfg_.train.batch_size);
 
     if (run_dir_.empty()) {
@@ -184,6 +185,7 @@ StepResult Trainer::train_step(int64_t step) {
         const int64_t lo = m * B / M, hi = (m + 1) * B / M;
         const double weight = double(hi - lo) / double(B);  // equal-size micro-batches -> 1/M
         model_->set_loss_scale(weight);
+        if (m == M - 1) grad_sync_->arm();   // the step's gradients complete in this backward
         auto logits = model_->forward(inputs.narrow(0, lo, hi - lo));
         auto loss = MoeTransformer::cross_entropy(logits, targets.narrow(0, lo, hi - lo));
         (loss * weight).backward();
@@ -196,6 +198,7 @@ StepResult Trainer::train_step(int64_t step) {
             moe_layers += (m == 0);
         }
     }
+    grad_sync_->start_remaining();
     if (moe_layers > 0) {
         r.aux_loss /= double(moe_layers);
         r.z_loss /= double(moe_layers);
@@ -219,6 +222,10 @@ StepResult Trainer::train_step(int64_t step) {
     }
     tokens_seen_ += B * cfg_.train.seq_len * par_->mesh.dp;
 
+    torch::NoGradGuard no_grad;
+    grad_sync_->average();   // also on a skipped step: its reductions are in flight
+    r.comm_seconds = grad_sync_->seconds_last_step();
+    r.comm_bytes = grad_sync_->bytes_last_step();
     if (!std::isfinite(r.loss)) {
         r.skipped = true;
         ++skipped_steps_;
@@ -229,11 +236,6 @@ StepResult Trainer::train_step(int64_t step) {
         return r;
     }
     bad_steps_in_a_row_ = 0;
-
-    torch::NoGradGuard no_grad;
-    grad_sync_->average();
-    r.comm_seconds = grad_sync_->seconds_last_step();
-    r.comm_bytes = grad_sync_->bytes_last_step();
     // Global norm over distinct parameters: dense gradients are now equal on every replica;
     // expert gradients differ across the expert group (different experts), so their squares add up there.
     double dense_sq = params.numel(ParamGroup::dense) > 0 ? params.grads(ParamGroup::dense).square().sum().item<double>() : 0;

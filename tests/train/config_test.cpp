@@ -348,7 +348,7 @@ TEST_CASE("config_to_yaml round-trips through parse_config") {
     CHECK(config_to_yaml(back) == y1);
     CHECK(back.model.moe.routing == Routing::expert_choice);
     CHECK(back.parallel.partition == std::vector<int64_t>{4});
-    CHECK(back.parallel.schedule == PipelineSchedule::gpipe);
+    CHECK(back.parallel.schedule == ScheduleKind::gpipe);
     CHECK(back.train.run_id == "run 007");
     CHECK(back.checkpoint.dir == "/tmp/ck: x");
     CHECK(back.optim.lr == cfg.optim.lr);

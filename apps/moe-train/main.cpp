@@ -61,7 +61,11 @@ int main(int argc, char** argv) {
     try {
         moe::Config cfg = moe::load_config(config_path, overrides);
         moe::reject_unavailable_features(cfg);
-        parallel = moe::ParallelContext::create(cfg.parallel, cfg.model.moe.num_experts);
+        try {
+            parallel = moe::ParallelContext::create(cfg.parallel, cfg.model.moe.num_experts);
+        } catch (const moe::ConfigError& e) {   // the layout does not fit the launch: name the file too
+            throw moe::ConfigError(fmt::format("{} ({})", e.what(), cfg.source_path));
+        }
         moe::install_stop_signal_handlers();
         moe::Trainer trainer(std::move(cfg), joined_command_line(argc, argv), options, parallel);
         return trainer.run();

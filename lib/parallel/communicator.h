@@ -49,6 +49,9 @@ class Communicator {
     virtual void all_to_all(const torch::Tensor& send, const std::vector<int64_t>& send_counts, torch::Tensor& recv,
                             const std::vector<int64_t>& recv_counts) = 0;
     virtual void send(const torch::Tensor& t, int dst, int tag) = 0;
+    // Starts a send; `t` must stay alive and untouched until wait(). (Pipeline stages send without
+    // blocking so that neighbours exchanging in both directions cannot wait on each other.)
+    virtual std::unique_ptr<CommRequest> send_async(const torch::Tensor& t, int dst, int tag) = 0;
     virtual void recv(torch::Tensor& t, int src, int tag) = 0;
     virtual void broadcast(torch::Tensor& t, int root) = 0;
     // Every rank's `t` stacked along a new dim 0, in rank order.

@@ -120,6 +120,12 @@ class MpiCommunicator final : public Communicator {
         require_contiguous(t, "MPI_Send");
         check(MPI_Send(t.data_ptr(), count(t), mpi_type(t, where("MPI_Send")), dst, tag, comm_), "MPI_Send");
     }
+    std::unique_ptr<CommRequest> send_async(const torch::Tensor& t, int dst, int tag) override {
+        require_contiguous(t, "MPI_Isend");
+        MPI_Request r = MPI_REQUEST_NULL;
+        check(MPI_Isend(t.data_ptr(), count(t), mpi_type(t, where("MPI_Isend")), dst, tag, comm_, &r), "MPI_Isend");
+        return std::make_unique<MpiRequest>(r, where("MPI_Isend"));
+    }
     void recv(torch::Tensor& t, int src, int tag) override {
         require_contiguous(t, "MPI_Recv");
         check(MPI_Recv(t.data_ptr(), count(t), mpi_type(t, where("MPI_Recv")), src, tag, comm_, MPI_STATUS_IGNORE),

@@ -9,6 +9,7 @@ std::shared_ptr<ParallelContext> ParallelContext::single(int64_t num_experts) {
     auto ctx = std::make_shared<ParallelContext>();
     ctx->mesh = Mesh::build(1, 0, ParallelConfig{}, num_experts);
     ctx->world = make_self_communicator("world");
+    ctx->pipeline = make_self_communicator("pipeline");
     ctx->data = make_self_communicator("data");
     ctx->expert = make_self_communicator("expert");
     ctx->expert_data = make_self_communicator("expert-data");
@@ -27,6 +28,7 @@ std::shared_ptr<ParallelContext> ParallelContext::create(const ParallelConfig& c
     const Mesh m = Mesh::build(ctx->world->size(), ctx->world->rank(), cfg, num_experts);
     ctx->mesh = m;
     // Colors identify a group uniquely; keys order its members by their index in the group.
+    ctx->pipeline = ctx->world->split(int(m.replica), int(m.stage), "pipeline");
     ctx->data = ctx->world->split(int(m.stage), int(m.replica), "data");
     ctx->expert = ctx->world->split(int(m.stage * m.dp + m.replica / m.ep), int(m.expert_rank), "expert");
     ctx->expert_data = ctx->world->split(int(m.stage * m.ep + m.expert_rank), int(m.replica), "expert-data");

@@ -14,7 +14,7 @@ namespace moe {
 
 struct ParallelContext {
     Mesh mesh;
-    std::unique_ptr<Communicator> world, data, expert, expert_data;
+    std::unique_ptr<Communicator> world, pipeline, data, expert, expert_data;
 
     bool is_root() const { return mesh.rank == 0; }
 

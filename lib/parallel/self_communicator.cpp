@@ -34,6 +34,10 @@ class SelfCommunicator final : public Communicator {
     void send(const torch::Tensor&, int dst, int) override {
         throw CommError(fmt::format("{}: send to rank {} in a group of one", name_, dst));
     }
+    std::unique_ptr<CommRequest> send_async(const torch::Tensor& t, int dst, int tag) override {
+        send(t, dst, tag);
+        return nullptr;
+    }
     void recv(torch::Tensor&, int src, int) override {
         throw CommError(fmt::format("{}: recv from rank {} in a group of one", name_, src));
     }

@@ -182,6 +182,12 @@ void check_cross_fields(const Config& c, const std::map<std::string, std::string
                  fmt::format("{} entries summing to {}, but pp is {} and n_layers is {}", c.parallel.partition.size(),
                              sum, c.parallel.pp, m.n_layers));
     }
+    if (c.parallel.pp > m.n_layers)
+        fail("parallel.pp", "model.n_layers",
+             fmt::format("{} pipeline stages for {} layers (every stage holds at least one)", c.parallel.pp, m.n_layers));
+    if (c.parallel.pp > 1 && m.tie_embeddings)
+        fail("model.tie_embeddings", "parallel.pp",
+             fmt::format("tied embeddings need the embedding and lm_head on one stage, but pp is {}", c.parallel.pp));
     const auto& z = c.compress;
     if (!(z.min_rank <= z.rank && z.rank <= z.max_rank))
         fail("compress.rank", "compress.min_rank",

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "moe/transformer.h"
+#include "parallel/communicator.h"
 #include "train/data.h"
 
 namespace moe {
@@ -29,7 +30,10 @@ struct EvalResult {
     std::vector<ExpertLoad> expert_load; // one per MoE layer
 };
 
-EvalResult evaluate(MoeTransformer& model, DataSource& data, int64_t num_batches, int64_t batch_size);
+// `pipeline`: when `model` is one stage of a pipeline, the group of its stages (every stage calls
+// this; activations flow forward between them and every stage gets the whole result).
+EvalResult evaluate(MoeTransformer& model, DataSource& data, int64_t num_batches, int64_t batch_size,
+                    Communicator* pipeline = nullptr);
 
 // Tokens of a TokenBatch as int64 tensors [B, T].
 torch::Tensor batch_inputs(const TokenBatch& b);

@@ -17,7 +17,6 @@ void reject_unavailable_features(const Config& cfg) {
     static const std::vector<Pending> pending = {
         {"compress.enabled", [](const Config& c) { return c.compress.enabled; }, "SVD swarm-consensus compression"},
         {"async.enabled", [](const Config& c) { return c.async.enabled; }, "time-dilated asynchronous SGD"},
-        {"parallel.pp", [](const Config& c) { return c.parallel.pp > 1; }, "pipeline parallelism"},
     };
     for (const auto& p : pending)
         if (p.enabled(cfg))

@@ -15,6 +15,7 @@
 #include "parallel/all_to_all_dispatcher.h"
 #include "parallel/group_stats_dispatcher.h"
 #include "parallel/mpi_communicator.h"
+#include "parallel/stage_layers.h"
 #include "train/progress.h"
 #include "train/stop_signal.h"
 #include "train/system_info.h"
@@ -44,7 +45,7 @@ int64_t default_threads() {
 const std::vector<std::string> kMetricColumns = {"step", "loss", "aux_loss", "z_loss", "lr", "grad_norm",
                                                  "tokens", "tokens_per_s", "step_seconds", "dropped_fraction",
                                                  "skipped", "eval_loss", "comm_seconds", "comm_bytes", "a2a_seconds",
-                                                 "a2a_bytes"};
+                                                 "a2a_bytes", "bubble"};
 
 }  // namespace
 
@@ -75,8 +76,17 @@ Trainer::Trainer(Config cfg, std::string command_line, RunOptions options, std::
         dispatcher = std::make_shared<GroupStatsDispatcher>(dispatcher, *par_->data);
     // When the forward pass communicates (expert exchanges, global router statistics), every rank
     // takes part in evaluation too; otherwise rank 0 evaluates alone.
-    all_ranks_evaluate_ = mesh.ep > 1 || (cfg_.model.moe.aux_loss_scope == AuxLossScope::global && mesh.dp > 1);
-    model_ = std::make_unique<MoeTransformer>(cfg_.model, dispatcher, cfg_.train.seed);
+    all_ranks_evaluate_ = mesh.ep > 1 || mesh.pp > 1 ||
+                          (cfg_.model.moe.aux_loss_scope == AuxLossScope::global && mesh.dp > 1);
+    const StageLayers layers = stage_layers(cfg_.model.n_layers, mesh.pp, cfg_.parallel.partition, mesh.stage);
+    ModelSlice slice;
+    slice.first_layer = layers.first;
+    slice.num_layers = layers.count;
+    slice.has_embedding = mesh.stage == 0;
+    slice.has_head = mesh.stage == mesh.pp - 1;
+    model_ = std::make_unique<MoeTransformer>(cfg_.model, dispatcher, cfg_.train.seed, slice);
+    executor_ = std::make_unique<PipelineExecutor>(
+        *model_, *par_->pipeline, make_schedule(cfg_.parallel.schedule, int(mesh.pp), int(cfg_.train.micro_batches)));
     optimizer_ = std::make_unique<AdamW>(model_->params(), cfg_.optim);
     grad_sync_ = std::make_unique<GradientSync>(model_->params(), *par_->data, *par_->expert_data, cfg_.parallel.bucket_mb,
                                                 cfg_.parallel.overlap_grad_sync);
@@ -116,6 +126,14 @@ void Trainer::write_start_record(const std::string& resumed_from) {
     world["pp"] = cfg_.parallel.pp;
     world["dp"] = cfg_.parallel.dp;
     world["ep"] = cfg_.parallel.ep;
+    if (cfg_.parallel.pp > 1) {
+        world["schedule"] = to_string(cfg_.parallel.schedule);
+        world["micro_batches"] = cfg_.train.micro_batches;
+        YAML::Node layers(YAML::NodeType::Sequence);
+        for (int64_t st = 0; st < cfg_.parallel.pp; ++st)
+            layers.push_back(stage_layers(cfg_.model.n_layers, cfg_.parallel.pp, cfg_.parallel.partition, st).count);
+        world["layers_per_stage"] = layers;
+    }
     world["ranks_per_host"] = ranks_on_this_host();
     world["threads_per_rank"] = at::get_num_threads();
     r["world"] = world;
@@ -147,6 +165,11 @@ void Trainer::finish_record(const std::string& status, const std::string& error)
     s["tokens_per_s"] = train_seconds_ > 0 ? double(tokens_seen_) / train_seconds_ : 0.0;
     s["checkpoints_saved"] = checkpoints_saved_;
     s["checkpoint_stall_seconds"] = checkpoint_stall_seconds_;
+    if (bubble_steps_ > 0) {   // idle share per stage, mean over this process's steps
+        YAML::Node bubble(YAML::NodeType::Sequence);
+        for (double b : bubble_sum_) bubble.push_back(b / double(bubble_steps_));
+        s["pipeline_bubble"] = bubble;
+    }
     if (last_step_) s["final_train_loss"] = last_step_->loss;
     if (last_eval_) {
         s["final_eval_loss"] = last_eval_->loss;
@@ -177,50 +200,33 @@ StepResult Trainer::train_step(int64_t step) {
     params.zero_grads();
 
     if (a2a_) a2a_->reset_stats();
-    const int64_t B = cfg_.train.batch_size, M = cfg_.train.micro_batches;
-    TokenBatch batch = data_->next_train_batch(B);
-    auto inputs = batch_inputs(batch), targets = batch_targets(batch);
-    int64_t routed = 0, dropped = 0, moe_layers = 0;
-    for (int64_t m = 0; m < M; ++m) {
-        const int64_t lo = m * B / M, hi = (m + 1) * B / M;
-        const double weight = double(hi - lo) / double(B);  // equal-size micro-batches -> 1/M
-        model_->set_loss_scale(weight);
-        if (m == M - 1) grad_sync_->arm();   // the step's gradients complete in this backward
-        auto logits = model_->forward(inputs.narrow(0, lo, hi - lo));
-        auto loss = MoeTransformer::cross_entropy(logits, targets.narrow(0, lo, hi - lo));
-        (loss * weight).backward();
-        r.loss += loss.item<double>() * weight;
-        for (const auto& [layer, s] : model_->last_moe_stats()) {
-            r.aux_loss += s.aux_loss * weight;
-            r.z_loss += s.z_loss * weight;
-            routed += s.num_routed;
-            dropped += s.num_dropped;
-            moe_layers += (m == 0);
-        }
-    }
+    TokenBatch batch = data_->next_train_batch(cfg_.train.batch_size);
+    const PipelineStepOutput out = executor_->run(batch_inputs(batch), batch_targets(batch), [&] { grad_sync_->arm(); });
     grad_sync_->start_remaining();
-    if (moe_layers > 0) {
-        r.aux_loss /= double(moe_layers);
-        r.z_loss /= double(moe_layers);
-    }
-    // The step's scalars over all replicas (their batches are equal in size, so the mean of the
-    // means is the mean over the global batch); every replica then agrees on skipping a step.
+    // The step's scalars: the loss lives on the last stage and each stage holds its MoE layers'
+    // terms, so they add up over the pipeline; then the mean over the replicas (their batches are
+    // equal in size, so the mean of the means is the mean over the global batch). Every rank
+    // then agrees on skipping a step.
+    auto scalars = torch::tensor({out.loss, out.aux_loss_sum, out.z_loss_sum, double(out.routed), double(out.dropped),
+                                  double(out.moe_layers)},
+                                 torch::kFloat64);
+    if (par_->pipeline->size() > 1) par_->pipeline->all_reduce(scalars);
     if (par_->data->size() > 1) {
-        auto scalars = torch::tensor({r.loss, r.aux_loss, r.z_loss, double(routed), double(dropped)}, torch::kFloat64);
         par_->data->all_reduce(scalars);
-        const double n = double(par_->data->size());
-        r.loss = scalars[0].item<double>() / n;
-        r.aux_loss = scalars[1].item<double>() / n;
-        r.z_loss = scalars[2].item<double>() / n;
-        routed = int64_t(scalars[3].item<double>());
-        dropped = int64_t(scalars[4].item<double>());
+        scalars.mul_(1.0 / double(par_->data->size()));
     }
+    const double moe_layers = scalars[5].item<double>();
+    r.loss = scalars[0].item<double>();
+    r.aux_loss = moe_layers > 0 ? scalars[1].item<double>() / moe_layers : 0;
+    r.z_loss = moe_layers > 0 ? scalars[2].item<double>() / moe_layers : 0;
+    const double routed = scalars[3].item<double>(), dropped = scalars[4].item<double>();
+    r.bubble = pipeline_bubble(out);
     r.dropped_fraction = routed > 0 ? double(dropped) / double(routed) : 0.0;
     if (a2a_) {   // forward and backward of every MoE layer's exchanges
         r.a2a_seconds = a2a_->stats().seconds;
         r.a2a_bytes = a2a_->stats().bytes;
     }
-    tokens_seen_ += B * cfg_.train.seq_len * par_->mesh.dp;
+    tokens_seen_ += cfg_.train.batch_size * cfg_.train.seq_len * par_->mesh.dp;
 
     torch::NoGradGuard no_grad;
     grad_sync_->average();   // also on a skipped step: its reductions are in flight
@@ -238,13 +244,14 @@ StepResult Trainer::train_step(int64_t step) {
     bad_steps_in_a_row_ = 0;
     // Global norm over distinct parameters: dense gradients are now equal on every replica;
     // expert gradients differ across the expert group (different experts), so their squares add up there.
-    double dense_sq = params.numel(ParamGroup::dense) > 0 ? params.grads(ParamGroup::dense).square().sum().item<double>() : 0;
-    auto expert_sq = torch::tensor({params.numel(ParamGroup::expert) > 0
-                                        ? params.grads(ParamGroup::expert).square().sum().item<double>()
-                                        : 0.0},
-                                   torch::kFloat64);
+    // Stages hold distinct parameters: both sums add up over the pipeline too.
+    auto squares = torch::tensor({params.numel(ParamGroup::dense) > 0 ? params.grads(ParamGroup::dense).square().sum().item<double>() : 0.0,
+                                  params.numel(ParamGroup::expert) > 0 ? params.grads(ParamGroup::expert).square().sum().item<double>() : 0.0},
+                                 torch::kFloat64);
+    auto expert_sq = squares.narrow(0, 1, 1);
     par_->expert->all_reduce(expert_sq);
-    r.grad_norm = std::sqrt(dense_sq + expert_sq.item<double>());
+    if (par_->pipeline->size() > 1) par_->pipeline->all_reduce(squares);
+    r.grad_norm = std::sqrt(squares[0].item<double>() + squares[1].item<double>());
     if (cfg_.optim.grad_clip > 0 && r.grad_norm > cfg_.optim.grad_clip) {
         const double scale = cfg_.optim.grad_clip / (r.grad_norm + 1e-6);
         for (auto g : {ParamGroup::dense, ParamGroup::expert}) params.grads(g).mul_(scale);
@@ -253,8 +260,21 @@ StepResult Trainer::train_step(int64_t step) {
     return r;
 }
 
+double Trainer::pipeline_bubble(const PipelineStepOutput& out) {
+    const int P = par_->pipeline->size();
+    if (P == 1) return 0;
+    auto shares = torch::zeros({P}, torch::kFloat64);
+    shares[par_->pipeline->rank()] = out.seconds > 0 ? out.idle_seconds / out.seconds : 0.0;
+    par_->pipeline->all_reduce(shares);
+    bubble_sum_.resize(size_t(P), 0.0);
+    for (int s = 0; s < P; ++s) bubble_sum_[size_t(s)] += shares[s].item<double>();
+    ++bubble_steps_;
+    return shares.mean().item<double>();
+}
+
 EvalResult Trainer::evaluate_now() {
-    return evaluate(*model_, *data_, cfg_.train.eval_batches, cfg_.train.batch_size);
+    return evaluate(*model_, *data_, cfg_.train.eval_batches, cfg_.train.batch_size,
+                    par_->pipeline->size() > 1 ? par_->pipeline.get() : nullptr);
 }
 
 void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, std::optional<double> eval_loss) {
@@ -273,7 +293,8 @@ void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, s
                                       {"comm_seconds", r.comm_seconds},
                                       {"comm_bytes", double(r.comm_bytes)},
                                       {"a2a_seconds", r.a2a_seconds},
-                                      {"a2a_bytes", double(r.a2a_bytes)}};
+                                      {"a2a_bytes", double(r.a2a_bytes)},
+                                      {"bubble", r.bubble}};
     if (eval_loss) row["eval_loss"] = *eval_loss;
     metrics_->append(row);
 }

@@ -20,6 +20,7 @@
 #include "train/data.h"
 #include "train/evaluate.h"
 #include "train/metrics_log.h"
+#include "train/pipeline_executor.h"
 #include "train/run_record.h"
 
 namespace moe {
@@ -34,6 +35,7 @@ struct StepResult {
     int64_t comm_bytes = 0;
     double a2a_seconds = 0;    // expert-parallel exchanges (0 without expert parallelism)
     int64_t a2a_bytes = 0;
+    double bubble = 0;         // pipeline: idle share of the step, mean over stages (0 without)
     double dropped_fraction = 0;
     bool skipped = false;  // non-finite loss: no update
 };
@@ -77,6 +79,8 @@ class Trainer {
     std::string resume(CheckpointStore& store);
     // A stop signal on any rank stops every rank after the same step.
     bool any_rank_stop_requested() const;
+    // The idle share of this step on every stage (pipeline group), averaged; kept per stage for the record.
+    double pipeline_bubble(const PipelineStepOutput& out);
     TrainingState training_state() const;
     void save_checkpoint(CheckpointStore& store, int64_t steps_done, bool wait);
     void write_start_record(const std::string& resumed_from);
@@ -91,6 +95,7 @@ class Trainer {
     std::string checkpoint_dir_;
     std::unique_ptr<DataSource> data_;
     std::unique_ptr<MoeTransformer> model_;
+    std::unique_ptr<PipelineExecutor> executor_;
     std::unique_ptr<AdamW> optimizer_;
     std::unique_ptr<RunRecord> record_;
     std::unique_ptr<MetricsLog> metrics_;
@@ -106,7 +111,9 @@ class Trainer {
     double train_seconds_ = 0;
     int64_t checkpoints_saved_ = 0;
     int64_t last_saved_step_ = -1;
-    double checkpoint_stall_seconds_ = 0;   // time the loop spent on saves (staging copy only when async)
+    double checkpoint_stall_seconds_ = 0;
+    std::vector<double> bubble_sum_;   // per stage, over this process's steps
+    int64_t bubble_steps_ = 0;   // time the loop spent on saves (staging copy only when async)
     std::optional<StepResult> last_step_;
     std::optional<EvalResult> last_eval_;
     std::optional<double> entropy_bound_;

@@ -41,7 +41,7 @@ expect "missing config file" 2 "absent.yaml" -- "$train" absent.yaml
 expect "bad --set value" 2 "model.n_layers" "--set model.n_layers=many" -- "$train" "$root/configs/tiny.yaml" --set model.n_layers=many
 expect "missing data file" 1 "data.path" "nope.bin" "no such file" -- "$train" nodata.yaml
 expect "data file too short for a header" 1 "data.path" "bad.bin" "truncated header" -- "$train" baddata.yaml
-expect "feature not available yet" 2 "parallel.pp" "pp.yaml" -- "$train" pp.yaml
+expect "pipeline stages without mpirun" 2 "parallel" "pp.yaml" "mpirun -np 2" -- "$train" pp.yaml
 expect "resume from a missing checkpoint" 1 "nowhere" -- "$train" "$root/configs/tiny.yaml" --resume "$work/nowhere" --set train.steps=1
 expect "verify a folder without a manifest" 10 "manifest.yaml" -- "$eval" verify "$work"
 expect "eval a run without a record" 1 "record.yaml" -- "$eval" eval --run "$work/norun"

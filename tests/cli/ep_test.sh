@@ -11,18 +11,6 @@
 #   has one shard per expert shard and moe-eval merges them.
 #   tests/cli/ep_test.sh build/moe-train build/moe-eval MPIEXEC
 source "$(dirname "${BASH_SOURCE[0]}")/parallel_common.sh" "$@"
-run() {   # run <dir> <ranks> <args...>
-  local dir=$1 ranks=$2; shift 2
-  if ((ranks == 1)); then "$train" "${cfg[@]}" "$@" --run-dir "$work/$dir" >"$work/log" 2>&1 || { cat "$work/log"; fail "$dir"; }
-  else "${mpi[@]}" -np "$ranks" "$train" "${cfg[@]}" "$@" --run-dir "$work/$dir" >"$work/log" 2>&1 || { cat "$work/log"; fail "$dir"; }; fi
-}
-same_losses() {   # same_losses <a> <b> <label>
-  paste -d, <(cut -d, -f1,2 "$work/$1/metrics.csv") <(cut -d, -f2 "$work/$2/metrics.csv") | awk -F, -v label="$3" '
-    NR > 1 { rel = ($2 - $3) / $2; if (rel < 0) rel = -rel; if (rel > worst) worst = rel; n++ }
-    END { printf "%s: %d steps, largest relative loss difference %.2e\n", label, n, worst; exit !(n == 10 && worst <= 1e-5) }' ||
-    fail "$3: losses differ"
-  "$eval" diff "$work/$1/checkpoints" "$work/$2/checkpoints" --tolerance 1e-5 || fail "$3: parameters differ"
-}
 
 run one 1 --set train.batch_size=8
 run ep2 2 --set train.batch_size=4 --set parallel.dp=2 --set parallel.ep=2

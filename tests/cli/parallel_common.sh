@@ -1,6 +1,7 @@
-# Shared set-up of the multi-rank end-to-end tests (sourced by dp_test.sh and ep_test.sh):
-# arguments, a scratch folder removed on exit, the mpirun command line, and the small 10-step
-# config whose aux loss is off (it is per rank by design; docs/parallelism.md).
+# Shared set-up of the multi-rank end-to-end tests (sourced by dp_test.sh, ep_test.sh and
+# pp_test.sh): arguments, a scratch folder removed on exit, the mpirun command line, the small
+# 10-step config whose aux loss is off (it is per rank by design; docs/parallelism.md), and the
+# run / compare helpers.
 #   source parallel_common.sh "$@"    # build/moe-train build/moe-eval MPIEXEC
 set -euo pipefail
 train=$1 eval=$2 mpiexec=$3
@@ -12,3 +13,19 @@ mpi=("$mpiexec" --oversubscribe --bind-to none)
 cfg=("$root/configs/tiny.yaml" --set train.steps=10 --set train.eval_every=0 --set train.log_every=1000
      --set moe.aux_loss_coef=0 --set model.n_layers=2)
 fail() { echo "FAILED: $*"; exit 1; }
+# A run of the config with extra arguments on 1 rank or under mpirun, into $work/<dir>.
+run() {   # run <dir> <ranks> <args...>
+  local dir=$1 ranks=$2; shift 2
+  if ((ranks == 1)); then "$train" "${cfg[@]}" "$@" --run-dir "$work/$dir" >"$work/log" 2>&1 || { cat "$work/log"; fail "$dir"; }
+  else "${mpi[@]}" -np "$ranks" "$train" "${cfg[@]}" "$@" --run-dir "$work/$dir" >"$work/log" 2>&1 || { cat "$work/log"; fail "$dir"; }; fi
+}
+# Runs a and b have equal per-step losses (1e-5 relative, 10 steps) and final parameters
+# (||a-b||/||a|| <= 1e-5).
+same_losses() {   # same_losses <a> <b> <label>
+  paste -d, <(cut -d, -f1,2 "$work/$1/metrics.csv") <(cut -d, -f2 "$work/$2/metrics.csv") | awk -F, -v label="$3" '
+    NR > 1 { rel = ($2 - $3) / $2; if (rel < 0) rel = -rel; if (rel > worst) worst = rel; n++ }
+    END { printf "%s: %d steps, largest relative loss difference %.2e\n", label, n, worst; exit !(n == 10 && worst <= 1e-5) }' ||
+    fail "$3: losses differ"
+  "$eval" diff "$work/$1/checkpoints" "$work/$2/checkpoints" --tolerance 1e-5 || fail "$3: parameters differ"
+}
+

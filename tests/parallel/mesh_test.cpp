@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "parallel/mesh.h"
+#include "parallel/stage_layers.h"
 
 using namespace moe;
 
@@ -86,4 +87,23 @@ TEST_CASE("bad layouts are config errors naming the numbers") {
     CHECK_THROWS_WITH_AS(Mesh::build(3, 0, layout(1, 3, 3), 8),
                          doctest::Contains("parallel.ep: 3 does not divide moe.num_experts = 8"), ConfigError);
     CHECK_THROWS_WITH_AS(Mesh::build(2, 0, layout(0, 2, 1), 8), doctest::Contains("pp=0"), ConfigError);
+}
+
+TEST_CASE("stage layers: even split with the remainder on the first stages, or the explicit partition") {
+    auto layers = [](int64_t n, int64_t pp, std::vector<int64_t> partition) {
+        std::vector<std::pair<int64_t, int64_t>> out;
+        for (int64_t s = 0; s < pp; ++s) {
+            StageLayers l = stage_layers(n, pp, partition, s);
+            out.emplace_back(l.first, l.count);
+        }
+        return out;
+    };
+    using V = std::vector<std::pair<int64_t, int64_t>>;
+    CHECK(layers(4, 1, {}) == V{{0, 4}});
+    CHECK(layers(4, 2, {}) == V{{0, 2}, {2, 2}});
+    CHECK(layers(3, 2, {}) == V{{0, 2}, {2, 1}});
+    CHECK(layers(7, 3, {}) == V{{0, 3}, {3, 2}, {5, 2}});
+    CHECK(layers(3, 2, {1, 2}) == V{{0, 1}, {1, 2}});
+    CHECK_THROWS(stage_layers(4, 2, {}, 2));
+    CHECK_THROWS(stage_layers(4, 2, {4}, 0));
 }

@@ -188,6 +188,16 @@ data:
 parallel:
   partition: [2, 1]
 )", {}, "parallel.partition", {4}, {"parallel.pp", "summing to 3"}},
+    {"more pipeline stages than layers", R"(model:
+  n_layers: 2
+parallel:
+  pp: 3
+)", {}, "parallel.pp", {4, 2}, {"model.n_layers", "3 pipeline stages for 2 layers"}},
+    {"tied embeddings across pipeline stages", R"(model:
+  tie_embeddings: true
+parallel:
+  pp: 2
+)", {}, "model.tie_embeddings", {2, 4}, {"parallel.pp", "one stage"}},
     {"compress rank above max_rank", R"(compress:
   rank: 64
   max_rank: 32
@@ -284,7 +294,6 @@ TEST_CASE("features that have not landed are refused by key and file") {
     const std::vector<Pending> cases = {
         {"compress:\n  enabled: true\n", "compress.enabled"},
         {"async:\n  enabled: true\n", "async.enabled"},
-        {"parallel:\n  pp: 2\n", "parallel.pp"},
     };
     TempDir dir;
     int index = 0;

@@ -125,14 +125,14 @@ void GradientSync::poll() {
 }
 
 void GradientSync::start_remaining() {
+    backward_done_ = std::chrono::steady_clock::now();
     armed_ = false;
     start_in_order(/*only_ready=*/false);
 }
 
 void GradientSync::average() {
-    const auto t0 = std::chrono::steady_clock::now();
+    if (armed_ || !backward_done_) start_remaining();
     if (data_size_ > 1) {
-        start_remaining();
         for (auto& b : buckets_) {
             b.request->wait();
             b.request.reset();
@@ -142,7 +142,8 @@ void GradientSync::average() {
         for (auto group : {ParamGroup::dense, ParamGroup::expert})
             if (params_.numel(group) > 0) params_.grads(group).mul_(1.0 / double(data_size_));
     }
-    seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - *backward_done_).count();
+    backward_done_.reset();
 }
 
 }  // namespace moe

@@ -17,7 +17,9 @@
 //   sync.average();           // starts what is left, waits, divides
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <memory>
 #include <vector>
 
@@ -51,7 +53,8 @@ class GradientSync {
     // Buckets started by hooks during the last step's backward (the rest started after it).
     int64_t buckets_started_in_backward() const { return started_in_backward_; }
     int64_t bytes_last_step() const { return bytes_; }
-    // Time from the end of backward to the averaged gradients: the communication not hidden.
+    // Time from start_remaining() (the end of backward) to the averaged gradients: the
+    // communication backward did not hide, plus whatever the caller ran in between.
     double seconds_last_step() const { return seconds_; }
 
    private:
@@ -74,6 +77,7 @@ class GradientSync {
     std::vector<Bucket> buckets_;
     bool armed_ = false;
     std::shared_ptr<bool> alive_;   // hooks check it: autograd nodes may outlive this object
+    std::optional<std::chrono::steady_clock::time_point> backward_done_;   // set by start_remaining()
     std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;   // hooks live on these
     int64_t started_in_backward_ = 0;
     int64_t bytes_ = 0;

@@ -1,3 +1,4 @@
+#include <exception>
 #include "parallel/mpi_communicator.h"
 
 #include <mpi.h>
@@ -43,7 +44,9 @@ class MpiRequest final : public CommRequest {
    public:
     MpiRequest(MPI_Request r, std::string where) : request_(r), where_(std::move(where)) {}
     ~MpiRequest() override {
-        if (request_ != MPI_REQUEST_NULL) MPI_Wait(&request_, MPI_STATUS_IGNORE);   // never leave it dangling
+        // Never leave a request dangling, except while an error unwinds the stack: its peers may
+        // be blocked elsewhere waiting for this rank, and the job is about to be aborted anyway.
+        if (request_ != MPI_REQUEST_NULL && std::uncaught_exceptions() == 0) MPI_Wait(&request_, MPI_STATUS_IGNORE);
     }
     void wait() override {
         int rc = MPI_Wait(&request_, MPI_STATUS_IGNORE);

@@ -1,5 +1,6 @@
 #include "train/pipeline_executor.h"
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <vector>
@@ -46,9 +47,9 @@ PipelineStepOutput PipelineExecutor::run(const torch::Tensor& inputs_BS, const t
     // output gradient.
     std::vector<torch::Tensor> input(static_cast<size_t>(M)), output(input), output_grad(input);
     std::vector<std::pair<torch::Tensor, std::unique_ptr<CommRequest>>> sends;   // tensors kept alive
-    auto poll_sends = [&] {
-        for (auto& s : sends)
-            if (s.second) s.second->test();
+    auto poll_sends = [&] {   // moves sends along and frees the buffers of those complete
+        sends.erase(std::remove_if(sends.begin(), sends.end(), [](auto& s) { return !s.second || s.second->test(); }),
+                    sends.end());
     };
     PipelineStepOutput out;
     int backwards_done = 0;

@@ -85,8 +85,10 @@ Trainer::Trainer(Config cfg, std::string command_line, RunOptions options, std::
     slice.has_embedding = mesh.stage == 0;
     slice.has_head = mesh.stage == mesh.pp - 1;
     model_ = std::make_unique<MoeTransformer>(cfg_.model, dispatcher, cfg_.train.seed, slice);
-    executor_ = std::make_unique<PipelineExecutor>(
-        *model_, *par_->pipeline, make_schedule(cfg_.parallel.schedule, int(mesh.pp), int(cfg_.train.micro_batches)));
+    // One stage: GPipe's "all forwards first" would only hold every micro-batch's graph at once.
+    const ScheduleKind kind = mesh.pp == 1 ? ScheduleKind::one_f_one_b : cfg_.parallel.schedule;
+    executor_ = std::make_unique<PipelineExecutor>(*model_, *par_->pipeline,
+                                                   make_schedule(kind, int(mesh.pp), int(cfg_.train.micro_batches)));
     optimizer_ = std::make_unique<AdamW>(model_->params(), cfg_.optim);
     grad_sync_ = std::make_unique<GradientSync>(model_->params(), *par_->data, *par_->expert_data, cfg_.parallel.bucket_mb,
                                                 cfg_.parallel.overlap_grad_sync);
@@ -245,9 +247,11 @@ StepResult Trainer::train_step(int64_t step) {
     // Global norm over distinct parameters: dense gradients are now equal on every replica;
     // expert gradients differ across the expert group (different experts), so their squares add up there.
     // Stages hold distinct parameters: both sums add up over the pipeline too.
-    auto squares = torch::tensor({params.numel(ParamGroup::dense) > 0 ? params.grads(ParamGroup::dense).square().sum().item<double>() : 0.0,
-                                  params.numel(ParamGroup::expert) > 0 ? params.grads(ParamGroup::expert).square().sum().item<double>() : 0.0},
-                                 torch::kFloat64);
+    // Summed in float64 so the norm does not depend on how the parameters are split over stages.
+    auto sum_of_squares = [&](ParamGroup g) {
+        return params.numel(g) > 0 ? params.grads(g).square().sum(torch::kFloat64).item<double>() : 0.0;
+    };
+    auto squares = torch::tensor({sum_of_squares(ParamGroup::dense), sum_of_squares(ParamGroup::expert)}, torch::kFloat64);
     auto expert_sq = squares.narrow(0, 1, 1);
     par_->expert->all_reduce(expert_sq);
     if (par_->pipeline->size() > 1) par_->pipeline->all_reduce(squares);

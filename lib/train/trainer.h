@@ -111,9 +111,9 @@ class Trainer {
     double train_seconds_ = 0;
     int64_t checkpoints_saved_ = 0;
     int64_t last_saved_step_ = -1;
-    double checkpoint_stall_seconds_ = 0;
-    std::vector<double> bubble_sum_;   // per stage, over this process's steps
-    int64_t bubble_steps_ = 0;   // time the loop spent on saves (staging copy only when async)
+    double checkpoint_stall_seconds_ = 0;   // time the loop spent on saves (staging copy only when async)
+    std::vector<double> bubble_sum_;        // per stage, over this process's steps
+    int64_t bubble_steps_ = 0;
     std::optional<StepResult> last_step_;
     std::optional<EvalResult> last_eval_;
     std::optional<double> entropy_bound_;

@@ -19,13 +19,18 @@ run() {   # run <dir> <ranks> <args...>
   if ((ranks == 1)); then "$train" "${cfg[@]}" "$@" --run-dir "$work/$dir" >"$work/log" 2>&1 || { cat "$work/log"; fail "$dir"; }
   else "${mpi[@]}" -np "$ranks" "$train" "${cfg[@]}" "$@" --run-dir "$work/$dir" >"$work/log" 2>&1 || { cat "$work/log"; fail "$dir"; }; fi
 }
+# Column <c> of metrics.csv is equal in runs a and b on all 10 steps (1e-5 relative).
+same_column() {   # same_column <a> <b> <column> <label>
+  paste -d, <(cut -d, -f1,"$3" "$work/$1/metrics.csv") <(cut -d, -f"$3" "$work/$2/metrics.csv") | awk -F, -v label="$4" '
+    NR == 1 { name = $2 }
+    NR > 1 { rel = ($2 - $3) / $2; if (rel < 0) rel = -rel; if (rel > worst) worst = rel; n++ }
+    END { printf "%s: %d steps, largest relative %s difference %.2e\n", label, n, name, worst; exit !(n == 10 && worst <= 1e-5) }' ||
+    fail "$4: column $3 differs"
+}
 # Runs a and b have equal per-step losses (1e-5 relative, 10 steps) and final parameters
 # (||a-b||/||a|| <= 1e-5).
 same_losses() {   # same_losses <a> <b> <label>
-  paste -d, <(cut -d, -f1,2 "$work/$1/metrics.csv") <(cut -d, -f2 "$work/$2/metrics.csv") | awk -F, -v label="$3" '
-    NR > 1 { rel = ($2 - $3) / $2; if (rel < 0) rel = -rel; if (rel > worst) worst = rel; n++ }
-    END { printf "%s: %d steps, largest relative loss difference %.2e\n", label, n, worst; exit !(n == 10 && worst <= 1e-5) }' ||
-    fail "$3: losses differ"
+  same_column "$1" "$2" 2 "$3"
   "$eval" diff "$work/$1/checkpoints" "$work/$2/checkpoints" --tolerance 1e-5 || fail "$3: parameters differ"
 }
 

@@ -77,6 +77,24 @@ TEST_CASE("send/recv around a ring, broadcast and all_gather") {
     for (int k = 0; k < n; ++k) CHECK(g[k][0].item<int64_t>() == 10 * k);
 }
 
+TEST_CASE("non-blocking sends both ways around a ring: every rank sends before it receives") {
+    // With blocking sends of a large message (beyond the eager limit) this pattern would wait forever.
+    Communicator& w = moe::test::world();
+    const int n = w.size(), r = w.rank();
+    auto to_next = torch::full({1 << 18}, float(r)), to_prev = torch::full({1 << 18}, float(-r));
+    auto a = w.send_async(to_next, (r + 1) % n, 1);
+    auto b = w.send_async(to_prev, (r + n - 1) % n, 2);
+    auto from_prev = torch::empty({1 << 18}), from_next = torch::empty({1 << 18});
+    w.recv(from_prev, (r + n - 1) % n, 1);
+    w.recv(from_next, (r + 1) % n, 2);
+    while (!a->test()) {
+    }
+    b->wait();
+    CHECK(a->test());   // complete requests stay complete
+    CHECK(from_prev.min().item<float>() == float((r + n - 1) % n));
+    CHECK(from_next.max().item<float>() == float(-((r + 1) % n)));
+}
+
 TEST_CASE("split: groups by color, ordered by key, with their own collectives") {
     Communicator& w = moe::test::world();
     const int r = w.rank();

@@ -97,26 +97,24 @@ void GradientSync::arm() {
 void GradientSync::on_gradient_ready(size_t bucket) {
     if (!armed_) return;   // an earlier micro-batch: gradients are still accumulating
     --buckets_[bucket].pending;
-    const int64_t before = started_count();
-    start_in_order(/*only_ready=*/true);
-    started_in_backward_ += started_count() - before;
+    started_in_backward_ += start_in_order(/*only_ready=*/true);
     poll();
-}
-
-int64_t GradientSync::started_count() const {
-    return std::count_if(buckets_.begin(), buckets_.end(), [](const Bucket& b) { return bool(b.request); });
 }
 
 // Starts buckets in their fixed order for each group (MPI matches collectives on a communicator by
 // issue order), stopping at the first one that is not ready unless `only_ready` is false.
-void GradientSync::start_in_order(bool only_ready) {
+// Returns how many it started.
+int64_t GradientSync::start_in_order(bool only_ready) {
+    int64_t started = 0;
     for (Communicator* comm : {data_grads_.get(), expert_grads_.get()}) {
         for (auto& b : buckets_) {
             if (b.comm != comm || b.request) continue;
             if (only_ready && b.pending > 0) break;
             b.request = comm->all_reduce_async(b.grads);
+            ++started;
         }
     }
+    return started;
 }
 
 void GradientSync::poll() {
@@ -131,7 +129,7 @@ void GradientSync::start_remaining() {
 }
 
 void GradientSync::average() {
-    if (armed_ || !backward_done_) start_remaining();
+    if (!backward_done_) start_remaining();
     if (data_size_ > 1) {
         for (auto& b : buckets_) {
             b.request->wait();

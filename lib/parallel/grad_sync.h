@@ -67,8 +67,7 @@ class GradientSync {
     };
 
     void on_gradient_ready(size_t bucket);
-    void start_in_order(bool only_ready);
-    int64_t started_count() const;
+    int64_t start_in_order(bool only_ready);
     void poll();
 
     ParameterStore& params_;

@@ -35,7 +35,7 @@ class SelfCommunicator final : public Communicator {
         throw CommError(fmt::format("{}: send to rank {} in a group of one", name_, dst));
     }
     std::unique_ptr<CommRequest> send_async(const torch::Tensor& t, int dst, int tag) override {
-        send(t, dst, tag);
+        send(t, dst, tag);   // throws: a group of one has no one to send to
         return nullptr;
     }
     void recv(torch::Tensor&, int src, int) override {

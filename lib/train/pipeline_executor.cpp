@@ -47,25 +47,31 @@ PipelineStepOutput PipelineExecutor::run(const torch::Tensor& inputs_BS, const t
     // output gradient.
     std::vector<torch::Tensor> input(static_cast<size_t>(M)), output(input), output_grad(input);
     std::vector<std::pair<torch::Tensor, std::unique_ptr<CommRequest>>> sends;   // tensors kept alive
+    auto send = [&](const torch::Tensor& t, int dst, int tag) {
+        auto buffer = t.contiguous();
+        auto request = pipeline_.send_async(buffer, dst, tag);
+        sends.emplace_back(std::move(buffer), std::move(request));
+    };
     auto poll_sends = [&] {   // moves sends along and frees the buffers of those complete
-        sends.erase(std::remove_if(sends.begin(), sends.end(), [](auto& s) { return !s.second || s.second->test(); }),
-                    sends.end());
+        sends.erase(std::remove_if(sends.begin(), sends.end(), [](auto& s) { return s.second->test(); }), sends.end());
     };
     PipelineStepOutput out;
+    auto timed_recv = [&](int64_t rows, int src, int tag) {   // a [rows, S, D] tensor; the wait is idle time
+        const auto t0 = Clock::now();
+        auto t = torch::empty({rows, S, D});
+        pipeline_.recv(t, src, tag);
+        out.idle_seconds += seconds_since(t0);
+        return t;
+    };
     int backwards_done = 0;
     for (const PipeAction& a : schedule_.per_stage[size_t(stage_)]) {
         const int i = a.micro_batch;
         const auto [lo, hi] = rows(i);
         const double weight = double(hi - lo) / double(B);   // equal micro-batches: 1/M
         switch (a.op) {
-            case PipeOp::recv_activation: {
-                const auto t0 = Clock::now();
-                input[size_t(i)] = torch::empty({hi - lo, S, D});
-                pipeline_.recv(input[size_t(i)], stage_ - 1, activation_tag(i));
-                out.idle_seconds += seconds_since(t0);
-                input[size_t(i)].requires_grad_(true);
+            case PipeOp::recv_activation:
+                input[size_t(i)] = timed_recv(hi - lo, stage_ - 1, activation_tag(i)).requires_grad_(true);
                 break;
-            }
             case PipeOp::forward: {
                 model_.set_loss_scale(weight);   // the aux/z gradients this forward injects
                 torch::Tensor h = first_ ? model_.embed(inputs_BS.narrow(0, lo, hi - lo)) : input[size_t(i)];
@@ -87,19 +93,12 @@ PipelineStepOutput PipelineExecutor::run(const torch::Tensor& inputs_BS, const t
                 poll_sends();
                 break;
             }
-            case PipeOp::send_activation: {
-                auto t = output[size_t(i)].detach().contiguous();
-                auto request = pipeline_.send_async(t, stage_ + 1, activation_tag(i));
-                sends.emplace_back(std::move(t), std::move(request));
+            case PipeOp::send_activation:
+                send(output[size_t(i)].detach(), stage_ + 1, activation_tag(i));
                 break;
-            }
-            case PipeOp::recv_grad: {
-                const auto t0 = Clock::now();
-                output_grad[size_t(i)] = torch::empty({hi - lo, S, D});
-                pipeline_.recv(output_grad[size_t(i)], stage_ + 1, gradient_tag(i));
-                out.idle_seconds += seconds_since(t0);
+            case PipeOp::recv_grad:
+                output_grad[size_t(i)] = timed_recv(hi - lo, stage_ + 1, gradient_tag(i));
                 break;
-            }
             case PipeOp::backward: {
                 if (++backwards_done == M && before_last_backward) before_last_backward();
                 if (last_)
@@ -111,20 +110,16 @@ PipelineStepOutput PipelineExecutor::run(const torch::Tensor& inputs_BS, const t
                 poll_sends();
                 break;
             }
-            case PipeOp::send_grad: {
-                auto t = input[size_t(i)].grad().contiguous();
-                auto request = pipeline_.send_async(t, stage_ - 1, gradient_tag(i));
-                sends.emplace_back(std::move(t), std::move(request));
+            case PipeOp::send_grad:
+                send(input[size_t(i)].grad(), stage_ - 1, gradient_tag(i));
                 input[size_t(i)] = torch::Tensor();
                 break;
-            }
         }
     }
     // The step ends when the last stage's work is done (the first stage's last backward): a stage
     // that finished earlier idles until then, and that is bubble too.
     const auto t0 = Clock::now();
-    for (auto& s : sends)
-        if (s.second) s.second->wait();
+    for (auto& s : sends) s.second->wait();
     if (pipeline_.size() > 1) pipeline_.barrier();
     out.idle_seconds += seconds_since(t0);
     out.seconds = seconds_since(t_step);

@@ -340,8 +340,7 @@ std::string Trainer::resume(CheckpointStore& store) {
     if (dir.empty()) return "";
     const YAML::Node manifest = read_manifest(dir);
     const std::string hash = manifest["config_hash"].as<std::string>("");
-    if (hash != model_config_hash(cfg_))
-        if (hash != model_config_hash(cfg_) && par_->is_root())
+    if (hash != model_config_hash(cfg_) && par_->is_root())
         fmt::print(stderr, "moe-train: note: {} was written with model config hash {}, this config has {}; "
                            "loading it anyway (every tensor's name, dtype and shape is checked)\n", dir, hash,
                    model_config_hash(cfg_));

@@ -14,8 +14,8 @@
 #include <filesystem>
 
 #include "moe/transformer.h"
-#include "train/adamw.h"
-#include "train/checkpoint.h"
+#include "optim/adamw.h"
+#include "checkpoint/checkpoint.h"
 
 using namespace moe;
 

@@ -12,7 +12,7 @@
 #include <chrono>
 
 #include "moe/transformer.h"
-#include "train/adamw.h"
+#include "optim/adamw.h"
 #include "train/compute_threads.h"
 
 using namespace moe;

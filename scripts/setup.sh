@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what moe-train needs on Debian 12 (only what is missing), then configures and builds it
 # in Release into build/. Idempotent: a second run installs nothing and rebuilds only what changed.
-#   scripts/setup.sh            # install + build
+#   scripts/setup.sh                      # install + build everything (apps, tests, benchmarks)
+#   scripts/setup.sh moe-train moe-eval   # install + build only these targets (what the demo needs)
 #   BUILD_DIR=out scripts/setup.sh
 set -euo pipefail
 
@@ -39,4 +40,6 @@ command -v ninja >/dev/null && generator=(-G Ninja)
 if [[ ! -f $build_dir/CMakeCache.txt ]]; then
   cmake -S "$root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release
 fi
-cmake --build "$build_dir" -j "$(nproc)"
+targets=()
+for t in "$@"; do targets+=(--target "$t"); done
+cmake --build "$build_dir" -j "$(nproc)" "${targets[@]}"

@@ -10,24 +10,26 @@
 //
 // Exit codes: 0 ok, 1 error, 2 usage; verify: 10 no manifest, 11 bad manifest, 12 missing
 // shard, 13 size mismatch, 14 checksum mismatch, 15 a tensor's name, dtype or shape does not match
-// the model the manifest's config builds.
+// the model the manifest's config builds (or a value or counter is out of range). verify of a
+// checkpoint root checks the checkpoint a resume would take.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
 #include "common/error.h"
-#include "train/checkpoint_model.h"
+#include "checkpoint/checkpoint_model.h"
 #include "train/compute_threads.h"
-#include "train/data.h"
+#include "data/data_source.h"
 #include "train/evaluate.h"
-#include "train/file_io.h"
-#include "train/hf_export.h"
-#include "train/run_report.h"
+#include "common/file_io.h"
+#include "checkpoint/hf_export.h"
+#include "report/run_report.h"
 
 namespace {
 
@@ -68,12 +70,9 @@ int run_eval(const std::string& checkpoint, const std::string& run, int64_t batc
     return 0;
 }
 
-int run_verify(const std::string& dir) {
-    std::string step_dir = dir;
-    if (!std::filesystem::exists(dir + "/manifest.yaml") && std::filesystem::exists(dir + "/LATEST")) {
-        step_dir = dir + "/" + moe::read_file(dir + "/LATEST");
-        step_dir.erase(step_dir.find_last_not_of(" \n\r\t") + 1);
-    }
+// The step folder's manifest, checksums, and every tensor and counter against the model its
+// config builds; returns 0 or the exit code of what failed.
+int verify_step(const std::string& step_dir, bool quiet_ok = false) {
     moe::VerifyResult v = moe::verify_checkpoint(step_dir);
     if (!v.ok()) {
         fmt::print(stderr, "moe-eval verify: FAILED: {}\n", v.message);
@@ -81,13 +80,39 @@ int run_verify(const std::string& dir) {
     }
     try {
         moe::LoadedCheckpoint ck = moe::load_model_checkpoint(step_dir);
-        fmt::print("{}: ok (step {}, {} parameters, manifest, checksums and every tensor's shape verified)\n", step_dir,
-                   ck.state.step, ck.model->params().total_numel());
+        if (!quiet_ok)
+            fmt::print("{}: ok (step {}, {} parameters; manifest, checksums, every tensor and counter verified)\n",
+                       step_dir, ck.state.step, ck.model->params().total_numel());
     } catch (const std::exception& e) {
         fmt::print(stderr, "moe-eval verify: FAILED: {}\n", e.what());
         return kShapeMismatch;
     }
     return 0;
+}
+
+// DIR is a step folder (checked strictly), or a checkpoint root: then the checkpoint a resume
+// would take is checked (the newest that verifies; LATEST is only a hint), and newer ones that
+// fail are reported. Exit 0 when a resume would find a good checkpoint.
+int run_verify(const std::string& dir) {
+    namespace fs = std::filesystem;
+    if (fs::exists(dir + "/manifest.yaml") || !fs::is_directory(dir)) return verify_step(dir);
+    moe::CheckpointStore store(dir, 2, {});
+    const std::vector<std::string> steps = store.list_steps();
+    if (steps.empty()) {
+        fmt::print(stderr, "moe-eval verify: FAILED: {}: no complete checkpoint (no step-*/manifest.yaml)\n", dir);
+        return static_cast<int>(moe::VerifyStatus::no_manifest);
+    }
+    std::vector<std::string> notes;
+    const std::vector<std::string> valid = store.candidates(&notes);
+    for (const auto& n : notes) fmt::print(stderr, "moe-eval verify: note: {}\n", n);
+    for (const auto& step_dir : valid) {
+        if (verify_step(step_dir) == 0) {
+            if (step_dir != steps.front())
+                fmt::print("{}: newer checkpoints fail (see above); a resume takes {}\n", dir, step_dir);
+            return 0;
+        }
+    }
+    return verify_step(steps.front(), true);   // none is good: say what is wrong with the newest
 }
 
 std::vector<int64_t> read_tokens(const std::string& path, int64_t vocab) {

@@ -16,8 +16,8 @@
 #include "common/error.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/parallel_context.h"
-#include "train/config.h"
-#include "train/features.h"
+#include "config/config.h"
+#include "config/features.h"
 #include "train/stop_signal.h"
 #include "train/trainer.h"
 
@@ -47,7 +47,15 @@ int main(int argc, char** argv) {
                    "stop after this many steps with a checkpoint, as a signal would (the LR schedule still "
                    "spans train.steps)")
         ->check(CLI::PositiveNumber);
+    std::string progress = "auto";
+    app.add_option("--progress", progress,
+                   "auto (default): a live line on a terminal, plain lines under mpirun/srun or into a file; "
+                   "live; or plain")
+        ->check(CLI::IsMember({"auto", "live", "plain"}));
     CLI11_PARSE(app, argc, argv);
+    options.progress = progress == "live"    ? moe::ProgressMode::live
+                       : progress == "plain" ? moe::ProgressMode::plain
+                                             : moe::ProgressMode::auto_detect;
 
     // Under mpirun every rank runs this; an error on one rank must end them all (a peer waiting in
     // a collective would otherwise hang until the job's time limit).

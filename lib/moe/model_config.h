@@ -1,5 +1,5 @@
 // Configuration of the model (section `model:`) and of its MoE layers (section `moe:`).
-// Owned by lib/moe; parsed from YAML in lib/train/config_parse.cpp. Semantics follow
+// Owned by lib/moe; parsed from YAML in lib/config/config_parse.cpp. Semantics follow
 // Hugging Face Mixtral (DESIGN.md section 5).
 #pragma once
 

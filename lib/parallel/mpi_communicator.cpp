@@ -189,6 +189,14 @@ void finalize_mpi() {
 
 }  // namespace
 
+std::string mpi_library_version() {
+    char text[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
+    int len = 0;
+    if (MPI_Get_library_version(text, &len) != MPI_SUCCESS) return "";
+    std::string s(text, static_cast<size_t>(len));
+    return s.substr(0, s.find_first_of(",\n"));
+}
+
 bool launched_by_mpi() {
     for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE"})
         if (std::getenv(var)) return true;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "parallel/communicator.h"
 
@@ -11,6 +12,10 @@ namespace moe {
 
 // True when this process was started by mpirun / srun (so MPI should be initialised).
 bool launched_by_mpi();
+
+// "Open MPI v4.1.4": the first line of the MPI library's own version string (callable before
+// MPI_Init; for run records).
+std::string mpi_library_version();
 
 // Initialises MPI (once; finalised at exit) and returns MPI_COMM_WORLD as a Communicator.
 std::unique_ptr<Communicator> make_mpi_world();

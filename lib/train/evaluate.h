@@ -12,15 +12,10 @@
 
 #include "moe/transformer.h"
 #include "parallel/communicator.h"
-#include "train/data.h"
+#include "data/data_source.h"
+#include "record/run_record.h"   // ExpertLoad
 
 namespace moe {
-
-struct ExpertLoad {
-    int64_t layer = 0;
-    std::vector<double> share;   // fraction of routed assignments per expert (sums to 1)
-    double dropped_fraction = 0; // assignments dropped by capacity / routed
-};
 
 struct EvalResult {
     double loss = 0;                     // mean cross-entropy, nats per token

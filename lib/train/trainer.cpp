@@ -3,28 +3,26 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstring>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
 #include "common/error.h"
-#include "train/checkpoint_model.h"
-#include "train/compute_threads.h"
-#include "train/lr_schedule.h"
-#include "parallel/all_to_all_dispatcher.h"
-#include "parallel/group_stats_dispatcher.h"
+#include "config/config.h"
+#include "optim/lr_schedule.h"
 #include "parallel/mpi_communicator.h"
-#include "parallel/stage_layers.h"
-#include "train/progress.h"
+#include "record/progress.h"
+#include "train/compute_threads.h"
 #include "train/stop_signal.h"
-#include "train/system_info.h"
 
 namespace moe {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 std::string make_run_id(const Config& cfg) {
     std::time_t t = std::time(nullptr);
@@ -42,10 +40,10 @@ int64_t default_threads() {
     return std::max<int64_t>(1, cores / ranks_on_this_host());
 }
 
-const std::vector<std::string> kMetricColumns = {"step", "loss", "aux_loss", "z_loss", "lr", "grad_norm",
-                                                 "tokens", "tokens_per_s", "step_seconds", "dropped_fraction",
-                                                 "skipped", "eval_loss", "comm_seconds", "comm_bytes", "a2a_seconds",
-                                                 "a2a_bytes", "bubble"};
+bool live_progress(ProgressMode mode) {
+    if (mode != ProgressMode::auto_detect) return mode == ProgressMode::live;
+    return ::isatty(STDOUT_FILENO) == 1 && !launched_by_mpi();
+}
 
 }  // namespace
 
@@ -64,34 +62,13 @@ Trainer::Trainer(Config cfg, std::string command_line, RunOptions options, std::
     if (mesh.world > 1 && cfg_.checkpoint.async)
         throw ConfigError(fmt::format("checkpoint.async: asynchronous saves with more than one rank are not available "
                                       "yet ({})", cfg_.source_path));
-    std::shared_ptr<ExpertDispatcher> dispatcher;
-    if (mesh.ep > 1) {
-        a2a_ = std::make_shared<AllToAllDispatcher>(*par_->expert, cfg_.model.moe.num_experts);
-        dispatcher = a2a_;
-    } else {
-        dispatcher = std::make_shared<LocalDispatcher>(cfg_.model.moe.num_experts);
-    }
-    // Global aux-loss scope: router statistics summed over all replicas (the global batch).
-    if (cfg_.model.moe.aux_loss_scope == AuxLossScope::global && mesh.dp > 1)
-        dispatcher = std::make_shared<GroupStatsDispatcher>(dispatcher, *par_->data);
-    // When the forward pass communicates (expert exchanges, global router statistics), every rank
-    // takes part in evaluation too; otherwise rank 0 evaluates alone.
-    all_ranks_evaluate_ = mesh.ep > 1 || mesh.pp > 1 ||
-                          (cfg_.model.moe.aux_loss_scope == AuxLossScope::global && mesh.dp > 1);
-    const StageLayers layers = stage_layers(cfg_.model.n_layers, mesh.pp, cfg_.parallel.partition, mesh.stage);
-    ModelSlice slice;
-    slice.first_layer = layers.first;
-    slice.num_layers = layers.count;
-    slice.has_embedding = mesh.stage == 0;
-    slice.has_head = mesh.stage == mesh.pp - 1;
-    model_ = std::make_unique<MoeTransformer>(cfg_.model, dispatcher, cfg_.train.seed, slice);
+    stage_ = build_stage_model(cfg_, *par_);
     // One stage: GPipe's "all forwards first" would only hold every micro-batch's graph at once.
     const ScheduleKind kind = mesh.pp == 1 ? ScheduleKind::one_f_one_b : cfg_.parallel.schedule;
-    executor_ = std::make_unique<PipelineExecutor>(*model_, *par_->pipeline,
+    executor_ = std::make_unique<PipelineExecutor>(*stage_.model, *par_->pipeline,
                                                    make_schedule(kind, int(mesh.pp), int(cfg_.train.micro_batches)));
-    optimizer_ = std::make_unique<AdamW>(model_->params(), cfg_.optim);
-    grad_sync_ = std::make_unique<GradientSync>(model_->params(), *par_->data, *par_->expert_data, cfg_.parallel.bucket_mb,
-                                                cfg_.parallel.overlap_grad_sync);
+    optimizer_ = std::make_unique<AdamW>(stage_.model->params(), cfg_.optim);
+    sync_ = make_replica_sync(cfg_, stage_.model->params(), *par_);
     entropy_bound_ = data_->entropy_bound(cfg_.train.eval_batches, cfg_.train.batch_size);
 
     if (run_dir_.empty()) {
@@ -104,111 +81,57 @@ Trainer::Trainer(Config cfg, std::string command_line, RunOptions options, std::
     checkpoint_dir_ = default_checkpoint_dir(cfg_.checkpoint.dir, run_dir_, run_id_);
 }
 
-bool Trainer::any_rank_stop_requested() const {
-    if (par_->world->size() == 1) return stop_requested();
-    auto flag = torch::tensor({int64_t(stop_requested())});
-    par_->world->all_reduce(flag, ReduceOp::max);   // all ranks stop after the same step
-    return flag.item<int64_t>() != 0;
-}
-
-void Trainer::write_start_record(const std::string& resumed_from) {
-    if (!par_->is_root()) return;   // one record per run, from rank 0
-    record_ = std::make_unique<RunRecord>(run_dir_);
-    YAML::Node& r = record_->root();
-    r["run_id"] = run_id_;
-    r["status"] = "running";
-    r["command_line"] = command_line_;
-    r["config_file"] = cfg_.source_path;
-    r["overrides"] = YAML::Node(YAML::NodeType::Sequence);
-    for (const auto& o : cfg_.overrides) r["overrides"].push_back(o);
-    r["config"] = YAML::Load(config_to_yaml(cfg_));
-    r["config_hash"] = model_config_hash(cfg_);
-    YAML::Node world;
-    world["size"] = par_->mesh.world;
-    world["pp"] = cfg_.parallel.pp;
-    world["dp"] = cfg_.parallel.dp;
-    world["ep"] = cfg_.parallel.ep;
-    if (cfg_.parallel.pp > 1) {
-        world["schedule"] = to_string(cfg_.parallel.schedule);
-        world["micro_batches"] = cfg_.train.micro_batches;
-        YAML::Node layers(YAML::NodeType::Sequence);
-        for (int64_t st = 0; st < cfg_.parallel.pp; ++st)
-            layers.push_back(stage_layers(cfg_.model.n_layers, cfg_.parallel.pp, cfg_.parallel.partition, st).count);
-        world["layers_per_stage"] = layers;
-    }
-    world["ranks_per_host"] = ranks_on_this_host();
-    world["threads_per_rank"] = at::get_num_threads();
-    r["world"] = world;
-    r["host"] = host_description();
-    r["versions"] = library_versions();
-    r["data"] = data_->describe();
-    r["parameters"] = model_->params().total_numel();
-    r["checkpoint_dir"] = checkpoint_dir_;
-    if (!resumed_from.empty()) r["resumed_from"] = resumed_from;
-    r["start_time"] = iso_time_now();
-    r["end_time"] = YAML::Node(YAML::NodeType::Null);
-    record_->write();
-    metrics_ = std::make_unique<MetricsLog>(run_dir_ + "/metrics.csv", kMetricColumns,
-                                            resumed_from.empty() ? -1 : first_step_);
-}
-
-void Trainer::finish_record(const std::string& status, const std::string& error) {
-    if (!record_) return;
-    YAML::Node& r = record_->root();
-    r["status"] = status;
-    r["end_time"] = iso_time_now();
-    if (!error.empty()) r["error"] = error;
-    YAML::Node s;
-    s["steps"] = optimizer_->step_count() + skipped_steps_;
-    s["optimizer_steps"] = optimizer_->step_count();
-    s["skipped_steps"] = skipped_steps_;
-    s["tokens"] = tokens_seen_;
-    s["train_seconds"] = train_seconds_;
-    s["tokens_per_s"] = train_seconds_ > 0 ? double(tokens_seen_) / train_seconds_ : 0.0;
-    s["checkpoints_saved"] = checkpoints_saved_;
-    s["checkpoint_stall_seconds"] = checkpoint_stall_seconds_;
-    if (bubble_steps_ > 0) {   // idle share per stage, mean over this process's steps
-        YAML::Node bubble(YAML::NodeType::Sequence);
-        for (double b : bubble_sum_) bubble.push_back(b / double(bubble_steps_));
-        s["pipeline_bubble"] = bubble;
-    }
-    if (last_step_) s["final_train_loss"] = last_step_->loss;
-    if (last_eval_) {
-        s["final_eval_loss"] = last_eval_->loss;
-        s["final_eval_perplexity"] = last_eval_->perplexity;
-        if (last_eval_->bits_per_byte) s["final_eval_bits_per_byte"] = *last_eval_->bits_per_byte;
-        YAML::Node load;
-        for (const auto& l : last_eval_->expert_load) {
-            YAML::Node row;
-            row["layer"] = l.layer;
-            row["share"] = l.share;
-            row["dropped_fraction"] = l.dropped_fraction;
-            load.push_back(row);
-        }
-        s["expert_load"] = load;
-    }
-    if (entropy_bound_) {
-        s["entropy_bound"] = *entropy_bound_;
-        if (last_eval_) s["eval_loss_over_bound"] = last_eval_->loss / *entropy_bound_;
-    }
-    r["summary"] = s;
-    record_->write();
-}
-
 StepResult Trainer::train_step(int64_t step) {
     StepResult r;
     r.lr = learning_rate(cfg_.optim, step, cfg_.train.steps);
-    ParameterStore& params = model_->params();
+    ParameterStore& params = stage_.model->params();
     params.zero_grads();
+    if (stage_.a2a) stage_.a2a->reset_stats();
 
-    if (a2a_) a2a_->reset_stats();
+    // Forward and backward of every micro-batch through this rank's stage.
     TokenBatch batch = data_->next_train_batch(cfg_.train.batch_size);
-    const PipelineStepOutput out = executor_->run(batch_inputs(batch), batch_targets(batch), [&] { grad_sync_->arm(); });
-    grad_sync_->start_remaining();
-    // The step's scalars: the loss lives on the last stage and each stage holds its MoE layers'
-    // terms, so they add up over the pipeline; then the mean over the replicas (their batches are
-    // equal in size, so the mean of the means is the mean over the global batch). Every rank
-    // then agrees on skipping a step.
+    const PipelineStepOutput out =
+        executor_->run(batch_inputs(batch), batch_targets(batch), [&] { sync_->before_last_backward(); });
+    sync_->after_backward();
+    reduce_step_scalars(out, r);
+    r.bubble = pipeline_bubble(out);
+    if (stage_.a2a) {   // forward and backward of every MoE layer's exchanges
+        r.a2a_seconds = stage_.a2a->stats().seconds;
+        r.a2a_bytes = stage_.a2a->stats().bytes;
+    }
+    tokens_seen_ += cfg_.train.batch_size * cfg_.train.seq_len * par_->mesh.dp;
+
+    // Replica sync, also on a skipped step: its exchanges are in flight on every rank.
+    torch::NoGradGuard no_grad;
+    sync_->finish_gradients();
+    r.comm_seconds = sync_->last_step().seconds;
+    r.comm_bytes = sync_->last_step().bytes;
+    if (!std::isfinite(r.loss)) {
+        r.skipped = true;
+        ++skipped_steps_;
+        if (++bad_steps_in_a_row_ > cfg_.train.max_bad_steps)
+            throw Error(fmt::format("step {}: loss is {} for {} steps in a row (train.max_bad_steps = {}); "
+                                    "lower optim.lr or check the data",
+                                    step, r.loss, bad_steps_in_a_row_, cfg_.train.max_bad_steps));
+        return r;
+    }
+    bad_steps_in_a_row_ = 0;
+
+    // Clip and step.
+    r.grad_norm = global_grad_norm();
+    if (cfg_.optim.grad_clip > 0 && r.grad_norm > cfg_.optim.grad_clip) {
+        const double scale = cfg_.optim.grad_clip / (r.grad_norm + 1e-6);
+        for (auto g : {ParamGroup::dense, ParamGroup::expert}) params.grads(g).mul_(scale);
+    }
+    optimizer_->step(r.lr);
+    sync_->after_optimizer_step(step);
+    return r;
+}
+
+void Trainer::reduce_step_scalars(const PipelineStepOutput& out, StepResult& r) {
+    // The loss lives on the last stage and each stage holds its MoE layers' terms, so they add up
+    // over the pipeline; then the mean over the replicas (their batches are equal in size, so the
+    // mean of the means is the mean over the global batch).
     auto scalars = torch::tensor({out.loss, out.aux_loss_sum, out.z_loss_sum, double(out.routed), double(out.dropped),
                                   double(out.moe_layers)},
                                  torch::kFloat64);
@@ -222,32 +145,15 @@ StepResult Trainer::train_step(int64_t step) {
     r.aux_loss = moe_layers > 0 ? scalars[1].item<double>() / moe_layers : 0;
     r.z_loss = moe_layers > 0 ? scalars[2].item<double>() / moe_layers : 0;
     const double routed = scalars[3].item<double>(), dropped = scalars[4].item<double>();
-    r.bubble = pipeline_bubble(out);
-    r.dropped_fraction = routed > 0 ? double(dropped) / double(routed) : 0.0;
-    if (a2a_) {   // forward and backward of every MoE layer's exchanges
-        r.a2a_seconds = a2a_->stats().seconds;
-        r.a2a_bytes = a2a_->stats().bytes;
-    }
-    tokens_seen_ += cfg_.train.batch_size * cfg_.train.seq_len * par_->mesh.dp;
+    r.dropped_fraction = routed > 0 ? dropped / routed : 0.0;
+}
 
-    torch::NoGradGuard no_grad;
-    grad_sync_->average();   // also on a skipped step: its reductions are in flight
-    r.comm_seconds = grad_sync_->seconds_last_step();
-    r.comm_bytes = grad_sync_->bytes_last_step();
-    if (!std::isfinite(r.loss)) {
-        r.skipped = true;
-        ++skipped_steps_;
-        if (++bad_steps_in_a_row_ > cfg_.train.max_bad_steps)
-            throw Error(fmt::format("step {}: loss is {} for {} steps in a row (train.max_bad_steps = {}); "
-                                    "lower optim.lr or check the data",
-                                    step, r.loss, bad_steps_in_a_row_, cfg_.train.max_bad_steps));
-        return r;
-    }
-    bad_steps_in_a_row_ = 0;
-    // Global norm over distinct parameters: dense gradients are now equal on every replica;
-    // expert gradients differ across the expert group (different experts), so their squares add up there.
-    // Stages hold distinct parameters: both sums add up over the pipeline too.
-    // Summed in float64 so the norm does not depend on how the parameters are split over stages.
+double Trainer::global_grad_norm() {
+    // Dense gradients are now equal on every replica; expert gradients differ across the expert
+    // group (different experts), so their squares add up there. Stages hold distinct parameters:
+    // both sums add up over the pipeline too. Summed in float64 so the norm does not depend on
+    // how the parameters are split over stages.
+    ParameterStore& params = stage_.model->params();
     auto sum_of_squares = [&](ParamGroup g) {
         return params.numel(g) > 0 ? params.grads(g).square().sum(torch::kFloat64).item<double>() : 0.0;
     };
@@ -255,13 +161,7 @@ StepResult Trainer::train_step(int64_t step) {
     auto expert_sq = squares.narrow(0, 1, 1);
     par_->expert->all_reduce(expert_sq);
     if (par_->pipeline->size() > 1) par_->pipeline->all_reduce(squares);
-    r.grad_norm = std::sqrt(squares[0].item<double>() + squares[1].item<double>());
-    if (cfg_.optim.grad_clip > 0 && r.grad_norm > cfg_.optim.grad_clip) {
-        const double scale = cfg_.optim.grad_clip / (r.grad_norm + 1e-6);
-        for (auto g : {ParamGroup::dense, ParamGroup::expert}) params.grads(g).mul_(scale);
-    }
-    optimizer_->step(r.lr);
-    return r;
+    return std::sqrt(squares[0].item<double>() + squares[1].item<double>());
 }
 
 double Trainer::pipeline_bubble(const PipelineStepOutput& out) {
@@ -276,151 +176,56 @@ double Trainer::pipeline_bubble(const PipelineStepOutput& out) {
     return shares.mean().item<double>();
 }
 
+bool Trainer::any_rank_stop_requested() const {
+    if (par_->world->size() == 1) return stop_requested();
+    auto flag = torch::tensor({int64_t(stop_requested())});
+    par_->world->all_reduce(flag, ReduceOp::max);   // all ranks stop after the same step
+    return flag.item<int64_t>() != 0;
+}
+
 EvalResult Trainer::evaluate_now() {
-    return evaluate(*model_, *data_, cfg_.train.eval_batches, cfg_.train.batch_size,
+    return evaluate(*stage_.model, *data_, cfg_.train.eval_batches, cfg_.train.batch_size,
                     par_->pipeline->size() > 1 ? par_->pipeline.get() : nullptr);
 }
 
-void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, std::optional<double> eval_loss) {
-    if (!metrics_) return;   // ranks other than 0
-    std::map<std::string, double> row{{"step", double(step)},
-                                      {"loss", r.loss},
-                                      {"aux_loss", r.aux_loss},
-                                      {"z_loss", r.z_loss},
-                                      {"lr", r.lr},
-                                      {"grad_norm", r.grad_norm},
-                                      {"tokens", double(tokens_seen_)},
-                                      {"tokens_per_s", double(cfg_.train.batch_size * cfg_.train.seq_len * par_->mesh.dp) / step_seconds},
-                                      {"step_seconds", step_seconds},
-                                      {"dropped_fraction", r.dropped_fraction},
-                                      {"skipped", r.skipped ? 1.0 : 0.0},
-                                      {"comm_seconds", r.comm_seconds},
-                                      {"comm_bytes", double(r.comm_bytes)},
-                                      {"a2a_seconds", r.a2a_seconds},
-                                      {"a2a_bytes", double(r.a2a_bytes)},
-                                      {"bubble", r.bubble}};
-    if (eval_loss) row["eval_loss"] = *eval_loss;
-    metrics_->append(row);
-}
-
-TrainingState Trainer::training_state() const {
-    TrainingState st;
-    st.tokens = tokens_seen_;
-    st.skipped_steps = skipped_steps_;
-    st.bad_steps_in_a_row = bad_steps_in_a_row_;
-    st.train_seconds = train_seconds_;
-    st.data = data_->position();
-    st.torch_rng = torch_rng_state();
-    return st;
-}
-
-std::string Trainer::choose_checkpoint(CheckpointStore& store) const {
-    if (options_.resume == "never") return "";
-    std::string dir;
-    if (options_.resume == "auto") {
-        std::vector<std::string> skipped;
-        auto found = store.latest_valid(&skipped);
-        for (const auto& why : skipped) fmt::print(stderr, "moe-train: skipping checkpoint: {}\n", why);
-        if (!found) {
-            if (!skipped.empty())
-                throw CheckpointError(fmt::format("{}: no checkpoint verifies (see above); refusing to start over "
-                                                  "beside them (use --resume never to do so)", store.root()));
-            return "";
-        }
-        dir = *found;
-    } else {
-        dir = resolve_checkpoint_dir(options_.resume);
-    }
-    return dir;
-}
-
-std::string Trainer::resume(CheckpointStore& store) {
-    // Rank 0 chooses (its reasons for skipping checkpoints are printed once); every rank loads it.
-    const std::string dir = broadcast_string(*par_->world, par_->is_root() ? choose_checkpoint(store) : "", 0);
-    if (dir.empty()) return "";
-    const YAML::Node manifest = read_manifest(dir);
-    const std::string hash = manifest["config_hash"].as<std::string>("");
-    if (hash != model_config_hash(cfg_) && par_->is_root())
-        fmt::print(stderr, "moe-train: note: {} was written with model config hash {}, this config has {}; "
-                           "loading it anyway (every tensor's name, dtype and shape is checked)\n", dir, hash,
-                   model_config_hash(cfg_));
-    TrainingState st;
-    // The shard holding this rank's experts: written by the rank of the first expert group with
-    // the same expert shard and stage (rank 0 when there is no expert parallelism).
-    const Mesh& m = par_->mesh;
-    load_checkpoint(dir, m.expert_rank * m.pp + m.stage, model_->params(), optimizer_.get(), &st);
-    first_step_ = st.step;
-    last_saved_step_ = st.step;
-    tokens_seen_ = st.tokens;
-    skipped_steps_ = st.skipped_steps;
-    bad_steps_in_a_row_ = st.bad_steps_in_a_row;
-    train_seconds_ = st.train_seconds;
-    data_->set_position(st.data);
-    set_torch_rng_state(st.torch_rng);
-    if (par_->is_root()) fmt::print("resumed from {} (step {})\n", dir, st.step);
-    return dir;
-}
-
-void Trainer::save_checkpoint(CheckpointStore& store, int64_t steps_done, bool wait) {
-    if (steps_done == last_saved_step_) return;
-    if (par_->world->size() > 1) {
-        // Replicas of the same expert shard hold identical tensors: the first expert group writes
-        // (rank 0 alone without expert parallelism), every rank takes part in the commit.
-        const bool writer = par_->mesh.replica < par_->mesh.ep;
-        auto t0 = Clock::now();
-        TrainingState st = training_state();
-        st.step = steps_done;
-        CheckpointSnapshot snapshot;
-        if (writer) snapshot = take_snapshot(model_->params(), *optimizer_, st);
-        snapshot.state = st;
-        store.save_collective(snapshot, *par_->world, writer);
-        checkpoint_stall_seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
-        last_saved_step_ = steps_done;
-        ++checkpoints_saved_;
-        return;
-    }
-    auto t0 = Clock::now();
-    TrainingState st = training_state();
-    st.step = steps_done;
-    CheckpointSnapshot snapshot = take_snapshot(model_->params(), *optimizer_, st);
-    if (cfg_.checkpoint.async && !wait) {
-        store.save_async(std::move(snapshot));   // waits for the previous save, then copies nothing more
-    } else {
-        store.wait();
-        store.save(snapshot);
-    }
-    checkpoint_stall_seconds_ += std::chrono::duration<double>(Clock::now() - t0).count();
-    last_saved_step_ = steps_done;
-    ++checkpoints_saved_;
-}
-
 int Trainer::run() {
-    CheckpointIdentity identity;
-    identity.config_yaml = config_to_yaml(cfg_);
-    identity.config_hash = model_config_hash(cfg_);
-    identity.model = cfg_.model;
-    identity.pp = cfg_.parallel.pp;
-    identity.dp = cfg_.parallel.dp;
-    identity.ep = cfg_.parallel.ep;
-    identity.world_size = par_->mesh.world;
-    CheckpointStore store(checkpoint_dir_, cfg_.checkpoint.keep, identity, par_->mesh.rank);
+    CheckpointStore store(checkpoint_dir_, cfg_.checkpoint.keep, checkpoint_identity(), par_->mesh.rank);
     if (par_->is_root()) store.remove_stale_temporaries();
-    const std::string resumed_from = resume(store);
+    std::string resumed_from;
+    try {
+        resumed_from = resume(store);
+    } catch (const std::exception& e) {
+        // A run directory that holds an earlier attempt's record gets the truth about this one;
+        // a fresh one stays empty (bad input writes nothing).
+        if (std::filesystem::exists(run_dir_ + "/record.yaml")) {
+            write_start_record("");
+            finish_record("failed", e.what());
+        }
+        throw;
+    }
+    // A checkpoint is never relabelled: one already past train.steps is left as it is.
+    if (first_step_ > cfg_.train.steps)
+        throw ConfigError(fmt::format("train.steps: {}, but {} is already at step {}; nothing was changed (raise "
+                                      "train.steps to continue it, or --resume never to start over) ({})",
+                                      cfg_.train.steps, resumed_from, first_step_, cfg_.source_path));
     write_start_record(resumed_from);
 
-    Progress progress(cfg_.train.steps, cfg_.train.log_every, first_step_, /*quiet=*/!par_->is_root());
+    Progress progress(cfg_.train.steps, cfg_.train.log_every, first_step_, /*quiet=*/!par_->is_root(),
+                      live_progress(options_.progress));
+    const bool evaluates = par_->is_root() || stage_.all_ranks_evaluate;
     std::string stop_reason;
     try {
+        open_metrics(resumed_from);
         for (int64_t step = first_step_; step < cfg_.train.steps; ++step) {
             auto t0 = Clock::now();
             StepResult r = train_step(step);
-            double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+            steps_done_ = step + 1;
+            const double dt = seconds_since(t0);
             train_seconds_ += dt;
             last_step_ = r;
 
             std::optional<double> eval_loss;
             const bool last = step + 1 == cfg_.train.steps;
-            const bool evaluates = par_->is_root() || all_ranks_evaluate_;
             if (evaluates && (last || (cfg_.train.eval_every > 0 && (step + 1) % cfg_.train.eval_every == 0))) {
                 last_eval_ = evaluate_now();
                 eval_loss = last_eval_->loss;
@@ -434,15 +239,15 @@ int Trainer::run() {
             else if (options_.stop_after > 0 && step + 1 >= options_.stop_after && !last)
                 stop_reason = fmt::format("--stop-after {}", options_.stop_after);
             if (!stop_reason.empty()) {
-                save_checkpoint(store, step + 1, /*wait=*/true);
+                save_checkpoint(store, /*wait=*/true);
                 break;
             }
-            if (cfg_.checkpoint.every > 0 && (step + 1) % cfg_.checkpoint.every == 0)
-                save_checkpoint(store, step + 1, /*wait=*/last);
+            if (cfg_.checkpoint.every > 0 && steps_done_ % cfg_.checkpoint.every == 0)
+                save_checkpoint(store, /*wait=*/last);
         }
-        if (stop_reason.empty() && cfg_.checkpoint.save_final) save_checkpoint(store, cfg_.train.steps, true);
+        if (stop_reason.empty() && cfg_.checkpoint.save_final) save_checkpoint(store, true);
         store.wait();
-        if (!last_eval_ && stop_reason.empty() && (par_->is_root() || all_ranks_evaluate_)) last_eval_ = evaluate_now();   // resumed a finished run
+        if (!last_eval_ && stop_reason.empty() && evaluates) last_eval_ = evaluate_now();   // resumed a finished run
         progress.finish();
     } catch (const std::exception& e) {
         progress.finish();
@@ -456,8 +261,7 @@ int Trainer::run() {
     }
     if (!par_->is_root()) return !stop_reason.empty() && stop_requested() ? kExitInterrupted : 0;
     if (!stop_reason.empty()) {
-        record_->root()["stop_reason"] = stop_reason;
-        finish_record("interrupted", "");
+        finish_record("interrupted", "", stop_reason);
         fmt::print("stopped by {} after step {}; checkpoint saved in {}\n", stop_reason, last_saved_step_,
                    checkpoint_dir_);
         fmt::print("run record: {}/record.yaml\n", run_dir_);

@@ -1,27 +1,30 @@
 // The training loop, read top to bottom like the algorithm:
-//   next batch -> forward/backward per micro-batch -> (gradient sync) -> clip -> AdamW -> log
+//   next batch -> forward/backward through the pipeline -> replica sync -> clip -> AdamW -> log
 //   -> periodic eval -> (checkpoint).
 // A NaN/Inf loss skips the step (no update) and is counted; too many in a row abort the run.
 // Every run leaves runs/<run-id>/record.yaml and metrics.csv, also when it fails.
+//
+// trainer.cpp holds the loop and the step; trainer_checkpoint.cpp resume and saves;
+// trainer_record.cpp what the record and metrics.csv are handed.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
-#include "moe/transformer.h"
-#include "parallel/all_to_all_dispatcher.h"
-#include "parallel/grad_sync.h"
+#include "checkpoint/checkpoint.h"
+#include "config/config.h"
+#include "data/data_source.h"
+#include "optim/adamw.h"
 #include "parallel/parallel_context.h"
-#include "train/adamw.h"
-#include "train/checkpoint.h"
-#include "train/config.h"
-#include "train/data.h"
+#include "record/metrics_log.h"
+#include "record/run_record.h"
 #include "train/evaluate.h"
-#include "train/metrics_log.h"
 #include "train/pipeline_executor.h"
-#include "train/run_record.h"
+#include "train/replica_sync.h"
+#include "train/stage_model.h"
 
 namespace moe {
 
@@ -31,7 +34,7 @@ struct StepResult {
     double z_loss = 0;
     double grad_norm = 0;  // before clipping
     double lr = 0;
-    double comm_seconds = 0;   // gradient averaging
+    double comm_seconds = 0;   // gradient exchange backward did not hide
     int64_t comm_bytes = 0;
     double a2a_seconds = 0;    // expert-parallel exchanges (0 without expert parallelism)
     int64_t a2a_bytes = 0;
@@ -39,6 +42,11 @@ struct StepResult {
     double dropped_fraction = 0;
     bool skipped = false;  // non-finite loss: no update
 };
+
+// How progress is shown: `live` redraws one line on a terminal, `plain` prints a line every
+// train.log_every steps; `auto` is live on a terminal unless a launcher (mpirun, srun) started
+// the process: Open MPI gives every rank a pty, so redrawn lines would fill batch logs.
+enum class ProgressMode { auto_detect, live, plain };
 
 // How a run starts and ends, from the command line (not part of the config: the same config
 // is resumed and stopped in different ways).
@@ -48,6 +56,7 @@ struct RunOptions {
                                   // "never"; or a checkpoint directory (step-N or a checkpoint root)
     int64_t stop_after = 0;       // > 0: stop after this many steps as if signalled (for tests and
                                   // time-boxed jobs); the schedule still spans train.steps
+    ProgressMode progress = ProgressMode::auto_detect;
 };
 
 // Exit codes of run(): 0 completed (or stopped by --stop-after), 3 interrupted by a signal with a
@@ -68,23 +77,36 @@ class Trainer {
     StepResult train_step(int64_t step);
     EvalResult evaluate_now();
 
-    MoeTransformer& model() { return *model_; }
+    MoeTransformer& model() { return *stage_.model; }
     const std::string& run_dir() const { return run_dir_; }
     const std::string& checkpoint_dir() const { return checkpoint_dir_; }
 
    private:
-    // The checkpoint the options ask for ("" for none); rank 0 only.
-    std::string choose_checkpoint(CheckpointStore& store) const;
-    // Loads the checkpoint rank 0 chose on every rank; returns its directory or "".
-    std::string resume(CheckpointStore& store);
-    // A stop signal on any rank stops every rank after the same step.
-    bool any_rank_stop_requested() const;
+    // --- trainer.cpp: the step ---
+    // The step's loss, aux/z losses and routing counts summed over the pipeline and averaged
+    // over the replicas, so every rank agrees on them (and on skipping the step).
+    void reduce_step_scalars(const PipelineStepOutput& out, StepResult& r);
+    // Global gradient norm over all distinct parameters (before clipping).
+    double global_grad_norm();
     // The idle share of this step on every stage (pipeline group), averaged; kept per stage for the record.
     double pipeline_bubble(const PipelineStepOutput& out);
+    // A stop signal on any rank stops every rank after the same step.
+    bool any_rank_stop_requested() const;
+
+    // --- trainer_checkpoint.cpp ---
+    CheckpointIdentity checkpoint_identity() const;
+    // The checkpoints the options allow, in the order to try them; rank 0 only.
+    std::vector<std::string> checkpoint_candidates(CheckpointStore& store) const;
+    // Loads the first candidate every rank can load; returns its directory or "".
+    std::string resume(CheckpointStore& store);
     TrainingState training_state() const;
-    void save_checkpoint(CheckpointStore& store, int64_t steps_done, bool wait);
+    // Saves the state after steps_done_ steps (once per step; `wait`: not in the background).
+    void save_checkpoint(CheckpointStore& store, bool wait);
+
+    // --- trainer_record.cpp ---
     void write_start_record(const std::string& resumed_from);
-    void finish_record(const std::string& status, const std::string& error);
+    void open_metrics(const std::string& resumed_from);
+    void finish_record(const std::string& status, const std::string& error, const std::string& stop_reason = "");
     void log_step(int64_t step, const StepResult& r, double step_seconds, std::optional<double> eval_loss);
 
     Config cfg_;
@@ -93,18 +115,17 @@ class Trainer {
     std::string run_id_;
     std::string run_dir_;
     std::string checkpoint_dir_;
+    std::shared_ptr<ParallelContext> par_;
     std::unique_ptr<DataSource> data_;
-    std::unique_ptr<MoeTransformer> model_;
+    StageModel stage_;
     std::unique_ptr<PipelineExecutor> executor_;
     std::unique_ptr<AdamW> optimizer_;
-    std::unique_ptr<RunRecord> record_;
-    std::unique_ptr<MetricsLog> metrics_;
-    std::shared_ptr<ParallelContext> par_;
-    std::unique_ptr<GradientSync> grad_sync_;
-    std::shared_ptr<AllToAllDispatcher> a2a_;   // set under expert parallelism
-    bool all_ranks_evaluate_ = false;            // the forward pass communicates
+    std::unique_ptr<ReplicaSync> sync_;
+    std::unique_ptr<RunRecord> record_;     // rank 0
+    std::unique_ptr<MetricsLog> metrics_;   // rank 0
 
     int64_t first_step_ = 0;   // 0, or the step a resumed run continues from
+    int64_t steps_done_ = 0;   // the one source of a checkpoint's step: steps completed so far
     int64_t tokens_seen_ = 0;
     int64_t bad_steps_in_a_row_ = 0;
     int64_t skipped_steps_ = 0;

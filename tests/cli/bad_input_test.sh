@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bad input through the real binaries: each case must exit non-zero, print a message naming the
 # file and the key (or value) at fault, and leave nothing in the run directory that claims
-# success. (The full tables of bad configs and data files are tests/train/{config,data}_test.cpp.)
+# success. (The full tables of bad configs and data files are tests/{config,data}/*_test.cpp.)
 #   tests/cli/bad_input_test.sh build/moe-train build/moe-eval
 set -euo pipefail
 train=$(realpath "$1") eval=$(realpath "$2")
@@ -33,6 +33,10 @@ printf 'data:\n  source: bin\n  path: %s/nope.bin\n' "$work" >nodata.yaml
 printf 'garbage garbage' >bad.bin
 printf 'data:\n  source: bin\n  path: %s/bad.bin\n' "$work" >baddata.yaml
 printf 'parallel:\n  pp: 2\n' >pp.yaml
+: >empty.yaml
+printf '# nothing but a comment\n' >comments.yaml
+mkdir -p folder.yaml
+printf 'some text to train on\n' >corpus.txt
 
 expect "wrong type" 2 "model.n_heads" "heads.yaml:2" '"four"' -- "$train" heads.yaml
 expect "unknown key" 2 "model.d_modle" "typo.yaml:2" "model.d_model" -- "$train" typo.yaml
@@ -42,6 +46,10 @@ expect "bad --set value" 2 "model.n_layers" "--set model.n_layers=many" -- "$tra
 expect "missing data file" 1 "data.path" "nope.bin" "no such file" -- "$train" nodata.yaml
 expect "data file too short for a header" 1 "data.path" "bad.bin" "truncated header" -- "$train" baddata.yaml
 expect "pipeline stages without mpirun" 2 "parallel" "pp.yaml" "mpirun -np 2" -- "$train" pp.yaml
+expect "empty config file" 2 "empty.yaml" "is empty" -- "$train" empty.yaml
+expect "comments-only config file" 2 "comments.yaml" "is empty" -- "$train" comments.yaml
+expect "a folder as the config" 2 "folder.yaml" "is a directory" -- "$train" folder.yaml
+expect "synthetic source with a data path" 2 "data.source" "data.path" "corpus.txt" -- "$train" "$root/configs/tiny.yaml" --set data.source=synthetic --set "data.path=$work/corpus.txt"
 expect "resume from a missing checkpoint" 1 "nowhere" -- "$train" "$root/configs/tiny.yaml" --resume "$work/nowhere" --set train.steps=1
 expect "verify a folder without a manifest" 10 "manifest.yaml" -- "$eval" verify "$work"
 expect "eval a run without a record" 1 "record.yaml" -- "$eval" eval --run "$work/norun"

@@ -1,0 +1,41 @@
+// AdamW with decoupled weight decay (Loshchilov & Hutter), stepping the flat parameter buffers of
+// a ParameterStore in one vectorised loop per buffer. Norm weights get no decay.
+// State per group: exp_avg and exp_avg_sq (flat, same layout as the parameters) and the step count.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "moe/parameter_store.h"
+#include "optim/optim_config.h"
+
+namespace moe {
+
+class AdamW {
+   public:
+    AdamW(ParameterStore& params, const OptimConfig& cfg);
+
+    // One update with learning rate `lr` from the gradients currently in the store.
+    void step(double lr);
+
+    int64_t step_count() const { return step_count_; }
+    void set_step_count(int64_t n) { step_count_ = n; }
+    torch::Tensor& exp_avg(ParamGroup g) { return exp_avg_[static_cast<int>(g)]; }
+    torch::Tensor& exp_avg_sq(ParamGroup g) { return exp_avg_sq_[static_cast<int>(g)]; }
+
+   private:
+    struct Segment {
+        int64_t begin, end;
+        bool decay;
+    };
+    ParameterStore& params_;
+    OptimConfig cfg_;
+    int64_t step_count_ = 0;
+    torch::Tensor exp_avg_[2];
+    torch::Tensor exp_avg_sq_[2];
+    std::vector<Segment> segments_[2];  // maximal runs with the same decay flag
+};
+
+}  // namespace moe

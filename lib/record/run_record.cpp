@@ -1,0 +1,122 @@
+#include "record/run_record.h"
+
+#include <filesystem>
+
+#include "common/error.h"
+#include "common/file_io.h"
+#include "record/system_info.h"
+
+namespace moe {
+
+namespace {
+
+YAML::Node world_node(const WorldLayout& w) {
+    YAML::Node world;
+    world["size"] = w.size;
+    world["pp"] = w.pp;
+    world["dp"] = w.dp;
+    world["ep"] = w.ep;
+    if (w.pp > 1) {
+        world["schedule"] = w.schedule;
+        world["micro_batches"] = w.micro_batches;
+        YAML::Node layers(YAML::NodeType::Sequence);
+        for (int64_t n : w.layers_per_stage) layers.push_back(n);
+        world["layers_per_stage"] = layers;
+    }
+    world["ranks_per_host"] = w.ranks_per_host;
+    world["threads_per_rank"] = w.threads_per_rank;
+    return world;
+}
+
+YAML::Node summary_node(const RunSummary& s) {
+    YAML::Node n;
+    n["steps"] = s.steps;
+    n["optimizer_steps"] = s.optimizer_steps;
+    n["skipped_steps"] = s.skipped_steps;
+    n["tokens"] = s.tokens;
+    n["train_seconds"] = s.train_seconds;
+    n["tokens_per_s"] = s.train_seconds > 0 ? double(s.tokens) / s.train_seconds : 0.0;
+    n["checkpoints_saved"] = s.checkpoints_saved;
+    n["checkpoint_stall_seconds"] = s.checkpoint_stall_seconds;
+    if (!s.pipeline_bubble.empty()) {
+        YAML::Node bubble(YAML::NodeType::Sequence);
+        for (double b : s.pipeline_bubble) bubble.push_back(b);
+        n["pipeline_bubble"] = bubble;
+    }
+    if (s.final_train_loss) n["final_train_loss"] = *s.final_train_loss;
+    if (s.final_eval_loss) {
+        n["final_eval_loss"] = *s.final_eval_loss;
+        if (s.final_eval_perplexity) n["final_eval_perplexity"] = *s.final_eval_perplexity;
+        if (s.final_eval_bits_per_byte) n["final_eval_bits_per_byte"] = *s.final_eval_bits_per_byte;
+        YAML::Node load;
+        for (const auto& l : s.expert_load) {
+            YAML::Node row;
+            row["layer"] = l.layer;
+            row["share"] = l.share;
+            row["dropped_fraction"] = l.dropped_fraction;
+            load.push_back(row);
+        }
+        n["expert_load"] = load;
+    }
+    if (s.entropy_bound) {
+        n["entropy_bound"] = *s.entropy_bound;
+        if (s.final_eval_loss) n["eval_loss_over_bound"] = *s.final_eval_loss / *s.entropy_bound;
+    }
+    return n;
+}
+
+}  // namespace
+
+RunRecord::RunRecord(std::string dir) : dir_(std::move(dir)) {}
+
+void RunRecord::write_start(const RunStart& st) {
+    YAML::Node& r = root_;
+    r["run_id"] = st.run_id;
+    r["status"] = "running";
+    r["command_line"] = st.command_line;
+    r["config_file"] = st.config_file;
+    r["overrides"] = YAML::Node(YAML::NodeType::Sequence);
+    for (const auto& o : st.overrides) r["overrides"].push_back(o);
+    r["config"] = YAML::Load(st.config_yaml);
+    r["config_hash"] = st.config_hash;
+    r["world"] = world_node(st.world);
+    r["host"] = host_description();
+    r["versions"] = library_versions(st.linked_versions);
+    r["data"] = st.data;
+    r["parameters"] = st.parameters;
+    r["checkpoint_dir"] = st.checkpoint_dir;
+    if (!st.resumed_from.empty()) r["resumed_from"] = st.resumed_from;
+    r["start_time"] = iso_time_now();
+    r["end_time"] = YAML::Node(YAML::NodeType::Null);
+    write();
+}
+
+void RunRecord::write_end(const std::string& status, const std::string& error, const std::string& stop_reason,
+                          const RunSummary& summary) {
+    root_["status"] = status;
+    root_["end_time"] = iso_time_now();
+    if (!error.empty()) root_["error"] = error;
+    if (!stop_reason.empty()) root_["stop_reason"] = stop_reason;
+    root_["summary"] = summary_node(summary);
+    write();
+}
+
+std::string RunRecord::text_if_ended(const std::string& status, const std::string& error) const {
+    YAML::Node copy = YAML::Clone(root_);
+    copy["status"] = status;
+    copy["error"] = error;
+    YAML::Emitter out;
+    out << copy;
+    return std::string(out.c_str()) + "\n";
+}
+
+void RunRecord::write() const {
+    std::error_code ec;
+    std::filesystem::create_directories(dir_, ec);
+    if (ec) throw Error(fmt::format("{}: cannot create run directory: {}", dir_, ec.message()));
+    YAML::Emitter out;
+    out << root_;
+    write_file_atomically(path(), std::string(out.c_str()) + "\n");
+}
+
+}  // namespace moe

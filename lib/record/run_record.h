@@ -1,0 +1,99 @@
+// runs/<run-id>/record.yaml: what ran and what it measured. Written when the run starts
+// (status: running), rewritten at the end with status completed / failed / interrupted and the
+// summary. Every write goes to a temporary file that is fsynced and renamed over the record, so a
+// reader never sees half a record.
+//
+// The trainer hands plain values (RunStart, RunSummary); this file alone decides the layout.
+//
+//   RunRecord rec(run_dir);
+//   rec.write_start(start);                    // status: running
+//   rec.write_end("completed", "", summary);   // status, end_time, summary
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/iso_time.h"
+
+namespace moe {
+
+// How the world was split, as the record shows it.
+struct WorldLayout {
+    int64_t size = 1, pp = 1, dp = 1, ep = 1;
+    std::string schedule;                   // pipeline schedule (pp > 1 only)
+    int64_t micro_batches = 1;              // (pp > 1 only)
+    std::vector<int64_t> layers_per_stage;  // (pp > 1 only)
+    int64_t ranks_per_host = 1;
+    int64_t threads_per_rank = 1;
+};
+
+struct RunStart {
+    std::string run_id;
+    std::string command_line;
+    std::string config_file;
+    std::vector<std::string> overrides;
+    std::string config_yaml;    // the resolved config (config_to_yaml)
+    std::string config_hash;
+    WorldLayout world;
+    // Versions of libraries only their own layer may ask (MPI, HDF5): name -> version.
+    std::vector<std::pair<std::string, std::string>> linked_versions;
+    std::string data;           // the data source's description
+    int64_t parameters = 0;
+    std::string checkpoint_dir;
+    std::string resumed_from;   // empty: a fresh start
+};
+
+// Share of routed tokens per expert of one MoE layer (from an evaluation).
+struct ExpertLoad {
+    int64_t layer = 0;
+    std::vector<double> share;   // fraction of routed assignments per expert (sums to 1)
+    double dropped_fraction = 0; // assignments dropped by capacity / routed
+};
+
+struct RunSummary {
+    int64_t steps = 0;             // steps taken (optimizer steps + skipped ones)
+    int64_t optimizer_steps = 0;
+    int64_t skipped_steps = 0;
+    int64_t tokens = 0;
+    double train_seconds = 0;
+    int64_t checkpoints_saved = 0;
+    double checkpoint_stall_seconds = 0;
+    std::vector<double> pipeline_bubble;   // idle share per stage (empty without a pipeline)
+    std::optional<double> final_train_loss;
+    std::optional<double> final_eval_loss, final_eval_perplexity, final_eval_bits_per_byte;
+    std::vector<ExpertLoad> expert_load;
+    std::optional<double> entropy_bound;
+};
+
+class RunRecord {
+   public:
+    // `dir` is the run directory (created if missing). Writes nothing until a write_*().
+    explicit RunRecord(std::string dir);
+
+    // Status `running`, everything known at the start, host facts and library versions.
+    void write_start(const RunStart& start);
+    // Final status (completed / failed / interrupted), end time, the error or stop reason if
+    // any, and the summary.
+    void write_end(const std::string& status, const std::string& error, const std::string& stop_reason,
+                   const RunSummary& summary);
+
+    // The record as it would read had the run ended now with `status` and `error` (for a signal
+    // handler to write when there is no time to build it).
+    std::string text_if_ended(const std::string& status, const std::string& error) const;
+
+    YAML::Node& root() { return root_; }
+    const std::string& dir() const { return dir_; }
+    std::string path() const { return dir_ + "/record.yaml"; }
+    void write() const;
+
+   private:
+    std::string dir_;
+    YAML::Node root_;
+};
+
+}  // namespace moe

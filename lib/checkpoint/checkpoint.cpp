@@ -189,8 +189,25 @@ std::map<std::string, Hdf5File*> names_under(std::vector<Hdf5File>& files, const
 
 }  // namespace
 
+namespace {
+bool load_shards(const std::string& dir, const std::vector<int64_t>& ranks, ParameterStore& params, AdamW* optimizer,
+                 TrainingState* state, const std::vector<SyncStateTensor>& sync_state);
+}
+
 void load_checkpoint_shards(const std::string& dir, const std::vector<int64_t>& ranks, ParameterStore& params,
                             AdamW* optimizer, TrainingState* state) {
+    load_shards(dir, ranks, params, optimizer, state, {});
+}
+
+bool load_checkpoint_with_sync_state(const std::string& dir, int64_t rank, ParameterStore& params, AdamW& optimizer,
+                                     TrainingState& state, const std::vector<SyncStateTensor>& sync_state) {
+    return load_shards(dir, {rank}, params, &optimizer, &state, sync_state);
+}
+
+namespace {
+
+bool load_shards(const std::string& dir, const std::vector<int64_t>& ranks, ParameterStore& params, AdamW* optimizer,
+                 TrainingState* state, const std::vector<SyncStateTensor>& sync_state) {
     MOE_CHECK(!ranks.empty(), "{}: no shard to load", dir);
     std::vector<Hdf5File> files;
     for (int64_t rank : ranks) {
@@ -224,10 +241,9 @@ void load_checkpoint_shards(const std::string& dir, const std::vector<int64_t>& 
         torch::Tensor value, dst;
     };
     std::vector<Staged> staged;
-    auto stage = [&](const std::map<std::string, Hdf5File*>& names, const std::string& dataset, const std::string& name,
-                     const std::string& label, const std::vector<int64_t>& want, torch::Tensor dst, bool non_negative) {
-        auto it = names.find(name);
-        Hdf5File* holder = it == names.end() ? nullptr : it->second;
+    // `holder` null: missing. Reads into a checked staging copy, committed to `dst` at the end.
+    auto stage_from = [&](Hdf5File* holder, const std::string& dataset, const std::string& label,
+                          const std::vector<int64_t>& want, torch::Tensor dst, bool non_negative) {
         if (!holder || !holder->exists(dataset))
             throw CheckpointError(fmt::format("{}: tensor '{}' is missing (model built from the config expects {})",
                                               where, label, shape_str(want)));
@@ -238,11 +254,15 @@ void load_checkpoint_shards(const std::string& dir, const std::vector<int64_t>& 
         if (auto have = f.shape(dataset); have != want)
             throw CheckpointError(fmt::format("{}: tensor '{}' has shape {} in the checkpoint but {} in the model",
                                               f.path(), label, shape_str(have), shape_str(want)));
-        if (!dst.defined()) return;   // optimizer state of a model-only load: checked, not read
         auto tmp = torch::empty(want, torch::kFloat32);
         f.read_floats(dataset, tmp.data_ptr<float>(), tmp.numel());
         check_finite(tmp, f.path(), dataset, non_negative);
-        staged.push_back({tmp, dst});
+        if (dst.defined()) staged.push_back({tmp, dst});   // (a model-only load checks the moments, one at a time)
+    };
+    auto stage = [&](const std::map<std::string, Hdf5File*>& names, const std::string& dataset, const std::string& name,
+                     const std::string& label, const std::vector<int64_t>& want, torch::Tensor dst, bool non_negative) {
+        auto it = names.find(name);
+        stage_from(it == names.end() ? nullptr : it->second, dataset, label, want, dst, non_negative);
     };
     for (const auto& slot : slots) {
         const ParamEntry& e = *slot.entry;
@@ -255,6 +275,13 @@ void load_checkpoint_shards(const std::string& dir, const std::vector<int64_t>& 
         }
         stage(in_optim, "/optim/" + slot.name + "/exp_avg", slot.name, slot.name + "/exp_avg", want, m1, false);
         stage(in_optim, "/optim/" + slot.name + "/exp_avg_sq", slot.name, slot.name + "/exp_avg_sq", want, m2, true);
+    }
+
+    // The sync state (one shard: every rank saves its own), all of it or none.
+    const bool has_sync_state = !sync_state.empty() && files.front().exists("/state/compress");
+    if (has_sync_state) {
+        for (const auto& t : sync_state)
+            stage_from(&files.front(), "/state/" + t.name, "/state/" + t.name, t.value.sizes().vec(), t.value, false);
     }
 
     // 3. The training state, every counter in range and consistent (the optimizer stepped on
@@ -291,7 +318,10 @@ void load_checkpoint_shards(const std::string& dir, const std::vector<int64_t>& 
     for (auto& s : staged) s.dst.copy_(s.value);
     if (optimizer) optimizer->set_step_count(optimizer_steps);
     if (state) *state = st;
+    return has_sync_state;
 }
+
+}  // namespace
 
 CheckpointStore::CheckpointStore(std::string root, int64_t keep, CheckpointIdentity identity, int64_t rank)
     : root_(std::move(root)), keep_(std::max<int64_t>(keep, 2)), identity_(std::move(identity)), rank_(rank) {}
@@ -326,6 +356,7 @@ std::string CheckpointStore::write_shard(const std::string& path, const Checkpoi
         reserve("/optim/" + s.exp_avg[i].name + "/exp_avg", s.exp_avg[i].value);
         reserve("/optim/" + s.exp_avg_sq[i].name + "/exp_avg_sq", s.exp_avg_sq[i].value);
     }
+    for (const auto& t : s.sync_state) reserve("/state/" + t.name, t.value);
     write_model_attributes(f, identity_.model);
     f.set_attribute("/optim", "step", s.optimizer_steps);
     f.write_bytes("/state/rng/torch_cpu", s.state.torch_rng);

@@ -60,6 +60,9 @@ struct CheckpointSnapshot {
         torch::Tensor value;   // contiguous float32, HF shape
     };
     std::vector<Named> model, exp_avg, exp_avg_sq;
+    // The replica-sync strategy's state (compression: error buffers, Q factors, ranks), each
+    // stored as /state/<name>; float32.
+    std::vector<Named> sync_state;
     int64_t optimizer_steps = 0;
     TrainingState state;
 };
@@ -102,6 +105,17 @@ YAML::Node read_manifest(const std::string& dir);
 // is inside the shard, and every counter is in range and consistent. Errors name file and dataset.
 void load_checkpoint(const std::string& dir, int64_t rank, ParameterStore& params, AdamW* optimizer,
                      TrainingState* state);
+
+// A tensor of the replica-sync state to load: /state/<name>, with `value`'s shape (copied into it).
+struct SyncStateTensor {
+    std::string name;
+    torch::Tensor value;
+};
+// load_checkpoint plus the sync state, checked and committed with the rest. Returns false (and
+// leaves `sync_state` as it is) when the shard holds none: a run that starts compressing from
+// a checkpoint written without compression.
+bool load_checkpoint_with_sync_state(const std::string& dir, int64_t rank, ParameterStore& params, AdamW& optimizer,
+                                     TrainingState& state, const std::vector<SyncStateTensor>& sync_state);
 // The same from several shards: each tensor is read from the first shard that holds it (an
 // expert-parallel checkpoint spreads the experts over the shards); state from the first.
 void load_checkpoint_shards(const std::string& dir, const std::vector<int64_t>& ranks, ParameterStore& params,

@@ -124,7 +124,11 @@ class Parser {
         // yaml-cpp keeps both entries of a repeated key; one silently winning is a trap.
         std::map<std::string, std::string> seen;   // key -> where it was first set
         for (const auto& kv : map) {
-            const std::string key = prefix + kv.first.as<std::string>();
+            if (!kv.first.IsScalar())
+                throw ConfigError(fmt::format("{}{}: a key must be a name, got {} ({})", prefix,
+                                              prefix.empty() ? "(top level)" : "", describe_node(kv.first),
+                                              where(kv.first)));
+            const std::string key = prefix + kv.first.Scalar();
             const YAML::Node& value = kv.second;
             if (auto [it, fresh] = seen.emplace(key, where(kv.first)); !fresh)
                 throw ConfigError(fmt::format("{}: key appears twice (first at {}) ({})", key, it->second, where(kv.first)));

@@ -223,7 +223,7 @@ std::vector<ConfigField> build_schema() {
         real_field("compress.energy_high", FIELD(compress.energy_high), 0, Bound::open, 1, Bound::closed),
         int_field("compress.refresh_every", FIELD(compress.refresh_every), 0),
         int_field("compress.start_step", FIELD(compress.start_step), 0),
-        real_field("compress.min_ratio", FIELD(compress.min_ratio), 1, Bound::closed),
+        real_field("compress.min_ratio", FIELD(compress.min_ratio), 0, Bound::open),
         int_field("compress.seed", FIELD(compress.seed), 0),
 
         bool_field("async.enabled", FIELD(async.enabled)),

@@ -15,7 +15,6 @@ void reject_unavailable_features(const Config& cfg) {
         const char* what;
     };
     static const std::vector<Pending> pending = {
-        {"compress.enabled", [](const Config& c) { return c.compress.enabled; }, "SVD swarm-consensus compression"},
         {"async.enabled", [](const Config& c) { return c.async.enabled; }, "time-dilated asynchronous SGD"},
     };
     for (const auto& p : pending)

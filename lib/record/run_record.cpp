@@ -38,6 +38,9 @@ YAML::Node summary_node(const RunSummary& s) {
     n["tokens_per_s"] = s.train_seconds > 0 ? double(s.tokens) / s.train_seconds : 0.0;
     n["checkpoints_saved"] = s.checkpoints_saved;
     n["checkpoint_stall_seconds"] = s.checkpoint_stall_seconds;
+    n["comm_bytes"] = s.comm_bytes;
+    n["plain_comm_bytes"] = s.plain_comm_bytes;
+    if (s.comm_bytes > 0) n["comm_bytes_over_plain"] = double(s.comm_bytes) / double(s.plain_comm_bytes);
     if (!s.pipeline_bubble.empty()) {
         YAML::Node bubble(YAML::NodeType::Sequence);
         for (double b : s.pipeline_bubble) bubble.push_back(b);

@@ -63,6 +63,8 @@ struct RunSummary {
     double train_seconds = 0;
     int64_t checkpoints_saved = 0;
     double checkpoint_stall_seconds = 0;
+    int64_t comm_bytes = 0;         // rank 0's gradient-exchange bytes over this process's steps
+    int64_t plain_comm_bytes = 0;   // what plain all-reduces of the same gradients would have sent
     std::vector<double> pipeline_bubble;   // idle share per stage (empty without a pipeline)
     std::optional<double> final_train_loss;
     std::optional<double> final_eval_loss, final_eval_perplexity, final_eval_bits_per_byte;

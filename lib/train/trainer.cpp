@@ -103,10 +103,17 @@ StepResult Trainer::train_step(int64_t step) {
 
     // Replica sync, also on a skipped step: its exchanges are in flight on every rank.
     torch::NoGradGuard no_grad;
-    sync_->finish_gradients();
-    r.comm_seconds = sync_->last_step().seconds;
-    r.comm_bytes = sync_->last_step().bytes;
-    if (!std::isfinite(r.loss)) {
+    const bool skip = !std::isfinite(r.loss);   // every rank agrees: the loss was reduced
+    sync_->finish_gradients(step, skip);
+    const SyncStats sync = sync_->last_step();
+    r.comm_seconds = sync.seconds;
+    r.comm_bytes = sync.bytes;
+    r.plain_comm_bytes = sync.plain_bytes;
+    r.compress_energy = sync.energy;
+    r.compress_rank = sync.mean_rank;
+    comm_bytes_total_ += sync.bytes;
+    plain_comm_bytes_total_ += sync.plain_bytes;
+    if (skip) {
         r.skipped = true;
         ++skipped_steps_;
         if (++bad_steps_in_a_row_ > cfg_.train.max_bad_steps)

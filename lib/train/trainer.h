@@ -35,7 +35,10 @@ struct StepResult {
     double grad_norm = 0;  // before clipping
     double lr = 0;
     double comm_seconds = 0;   // gradient exchange backward did not hide
-    int64_t comm_bytes = 0;
+    int64_t comm_bytes = 0;        // this rank's contribution to the step's gradient exchange
+    int64_t plain_comm_bytes = 0;  // what a plain all-reduce of the same gradients would send
+    double compress_energy = -1;   // compressed steps: mean captured energy (-1: not measured)
+    double compress_rank = 0;      // compressed steps: mean rank of the compressed matrices
     double a2a_seconds = 0;    // expert-parallel exchanges (0 without expert parallelism)
     int64_t a2a_bytes = 0;
     double bubble = 0;         // pipeline: idle share of the step, mean over stages (0 without)
@@ -100,6 +103,8 @@ class Trainer {
     // Loads the first candidate every rank can load; returns its directory or "".
     std::string resume(CheckpointStore& store);
     TrainingState training_state() const;
+    // The replica-sync strategy's state (copies) into a snapshot.
+    void add_sync_state(CheckpointSnapshot& snapshot);
     // Saves the state after steps_done_ steps (once per step; `wait`: not in the background).
     void save_checkpoint(CheckpointStore& store, bool wait);
 
@@ -130,6 +135,7 @@ class Trainer {
     int64_t bad_steps_in_a_row_ = 0;
     int64_t skipped_steps_ = 0;
     double train_seconds_ = 0;
+    int64_t comm_bytes_total_ = 0, plain_comm_bytes_total_ = 0;   // this process's, since it started
     int64_t checkpoints_saved_ = 0;
     int64_t last_saved_step_ = -1;
     double checkpoint_stall_seconds_ = 0;   // time the loop spent on saves (staging copy only when async)

@@ -52,13 +52,20 @@ std::string Trainer::resume(CheckpointStore& store) {
     // The shard holding this rank's experts: written by the rank of the first expert group with
     // the same expert shard and stage (rank 0 when there is no expert parallelism).
     const Mesh& m = par_->mesh;
-    const int64_t shard = m.expert_rank * m.pp + m.stage;
+    // With state that differs per rank (compression's error buffers) every rank saved its own.
+    const bool own_shard = sync_->state_differs_per_rank();
+    const int64_t shard = own_shard ? m.rank : m.expert_rank * m.pp + m.stage;
+    std::vector<SyncStateTensor> sync_state;
+    for (const auto& t : sync_->state()) sync_state.push_back({t.name, t.value});
+    bool sync_state_found = false;
     std::string reasons;   // this rank's, for the error when none loads
     for (const auto& dir : candidates) {
         TrainingState st;
         std::string why;
         try {
-            load_checkpoint(dir, shard, stage_.model->params(), optimizer_.get(), &st);
+            sync_state_found =
+                load_checkpoint_with_sync_state(dir, shard, stage_.model->params(), *optimizer_, st, sync_state);
+            if (sync_state_found) sync_->state_loaded();
         } catch (const std::exception& e) {
             why = e.what();
         }
@@ -80,6 +87,8 @@ std::string Trainer::resume(CheckpointStore& store) {
             fmt::print(stderr, "moe-train: note: {} was written with model config hash {}, this config has {}; "
                                "loaded (every tensor's name, dtype and shape matched)\n", dir, hash,
                        model_config_hash(cfg_));
+        if (!sync_state.empty() && !sync_state_found && par_->is_root())
+            fmt::print(stderr, "moe-train: note: {} holds no compression state; error buffers start at zero\n", dir);
         first_step_ = steps_done_ = last_saved_step_ = st.step;
         tokens_seen_ = st.tokens;
         skipped_steps_ = st.skipped_steps;
@@ -105,6 +114,10 @@ TrainingState Trainer::training_state() const {
     return st;
 }
 
+void Trainer::add_sync_state(CheckpointSnapshot& snapshot) {
+    for (const auto& t : sync_->state()) snapshot.sync_state.push_back({t.name, t.value.clone().contiguous()});
+}
+
 void Trainer::save_checkpoint(CheckpointStore& store, bool wait) {
     const int64_t steps_done = steps_done_;
     if (steps_done == last_saved_step_) return;
@@ -114,13 +127,16 @@ void Trainer::save_checkpoint(CheckpointStore& store, bool wait) {
     if (par_->world->size() > 1) {
         // Replicas of the same expert shard hold identical tensors: the first expert group writes
         // (rank 0 alone without expert parallelism), every rank takes part in the commit.
-        const bool writer = par_->mesh.replica < par_->mesh.ep;
+        // With state that differs per rank, every rank writes its own shard.
+        const bool writer = par_->mesh.replica < par_->mesh.ep || sync_->state_differs_per_rank();
         CheckpointSnapshot snapshot;
         if (writer) snapshot = take_snapshot(stage_.model->params(), *optimizer_, st);
+        add_sync_state(snapshot);
         snapshot.state = st;
         store.save_collective(snapshot, *par_->world, writer);
     } else {
         CheckpointSnapshot snapshot = take_snapshot(stage_.model->params(), *optimizer_, st);
+        add_sync_state(snapshot);
         if (cfg_.checkpoint.async && !wait) {
             store.save_async(std::move(snapshot));   // waits for the previous save, then copies nothing more
         } else {

@@ -16,7 +16,8 @@ namespace {
 const std::vector<std::string> kMetricColumns = {"step", "loss", "aux_loss", "z_loss", "lr", "grad_norm",
                                                  "tokens", "tokens_per_s", "step_seconds", "dropped_fraction",
                                                  "skipped", "eval_loss", "comm_seconds", "comm_bytes", "a2a_seconds",
-                                                 "a2a_bytes", "bubble"};
+                                                 "a2a_bytes", "bubble", "plain_comm_bytes", "compress_energy",
+                                                 "compress_rank"};
 
 }  // namespace
 
@@ -70,6 +71,8 @@ void Trainer::finish_record(const std::string& status, const std::string& error,
     s.train_seconds = train_seconds_;
     s.checkpoints_saved = checkpoints_saved_;
     s.checkpoint_stall_seconds = checkpoint_stall_seconds_;
+    s.comm_bytes = comm_bytes_total_;
+    s.plain_comm_bytes = plain_comm_bytes_total_;
     for (double b : bubble_sum_) s.pipeline_bubble.push_back(b / double(bubble_steps_));
     if (last_step_) s.final_train_loss = last_step_->loss;
     if (last_eval_) {
@@ -101,7 +104,10 @@ void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, s
                                       {"comm_bytes", double(r.comm_bytes)},
                                       {"a2a_seconds", r.a2a_seconds},
                                       {"a2a_bytes", double(r.a2a_bytes)},
-                                      {"bubble", r.bubble}};
+                                      {"bubble", r.bubble},
+                                      {"plain_comm_bytes", double(r.plain_comm_bytes)}};
+    if (r.compress_energy >= 0) row["compress_energy"] = r.compress_energy;
+    if (r.compress_rank > 0) row["compress_rank"] = r.compress_rank;
     if (eval_loss) row["eval_loss"] = *eval_loss;
     metrics_->append(row);
 }

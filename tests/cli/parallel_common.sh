@@ -28,9 +28,9 @@ same_column() {   # same_column <a> <b> <column> <label>
     fail "$4: column $3 differs"
 }
 # Runs a and b have equal per-step losses (1e-5 relative, 10 steps) and final parameters
-# (||a-b||/||a|| <= 1e-5).
-same_losses() {   # same_losses <a> <b> <label>
+# (||a-b||/||a|| <= 1e-5, or the tolerance given).
+same_losses() {   # same_losses <a> <b> <label> [parameter tolerance]
   same_column "$1" "$2" 2 "$3"
-  "$eval" diff "$work/$1/checkpoints" "$work/$2/checkpoints" --tolerance 1e-5 || fail "$3: parameters differ"
+  "$eval" diff "$work/$1/checkpoints" "$work/$2/checkpoints" --tolerance "${4:-1e-5}" || fail "$3: parameters differ"
 }
 

@@ -293,7 +293,6 @@ TEST_CASE("features that have not landed are refused by key and file") {
         const char* key;
     };
     const std::vector<Pending> cases = {
-        {"compress:\n  enabled: true\n", "compress.enabled"},
         {"async:\n  enabled: true\n", "async.enabled"},
     };
     TempDir dir;
@@ -447,4 +446,16 @@ TEST_CASE("an empty config file, a comments-only one, a folder or a device is re
     CHECK(config_error_of([&] { load_config("/dev/null"); }).find("not a regular file") != std::string::npos);
     const std::string big = dir.write("big.yaml", "# " + std::string(2 << 20, 'x') + "\n");
     CHECK(config_error_of([&] { load_config(big); }).find("more than a config file may hold") != std::string::npos);
+}
+
+TEST_CASE("--set of a whole section checks each of its keys by name") {
+    const Config c = load_config(kTiny, {"model={n_layers: 2, d_model: 64}"});
+    CHECK(c.model.n_layers == 2);
+    CHECK(c.model.d_model == 64);
+    const std::string msg = config_error_of([] { load_config(kTiny, {"model={n_layers: 2, evil: 1}"}); });
+    CHECK(msg.find("model.evil: unknown key") != std::string::npos);
+    CHECK(msg.find("--set model={n_layers: 2, evil: 1}") != std::string::npos);
+    CHECK(config_error_of([] { load_config(kTiny, {"model=3"}); }).find("model: is a section") != std::string::npos);
+    CHECK(config_error_of([] { load_config(kTiny, {"model={n_layers: -1}"}); }).find("model.n_layers: expected") !=
+          std::string::npos);
 }

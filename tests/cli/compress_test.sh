@@ -47,3 +47,15 @@ diff <(cut -d, -f1-6 "$work/straight/metrics.csv") <(cut -d, -f1-6 "$work/resume
   fail "resumed compressed run's losses differ"
 "$eval" diff "$work/straight/checkpoints" "$work/resumed/checkpoints" --tolerance 0 || fail "resumed compressed run's parameters differ"
 echo "compressed run stopped at 6 and resumed: bitwise equal to the uninterrupted run"
+
+# After 20 compressed steps every replica holds bitwise the same parameters (each rank saved its
+# own shard): dp=2, dp=4 ep=2, and pp=2 dp=2.
+py=/usr/bin/python3
+low20=("${low[@]}" --set train.steps=20 --set checkpoint.every=20)
+run same_dp2 2 --set parallel.dp=2 --set train.batch_size=4 "${low20[@]}"
+"$py" "$root/tests/python/replicas_identical.py" "$work/same_dp2/checkpoints/step-00000020" 1 || fail "dp=2 replicas differ"
+run same_ep2 4 --set parallel.dp=4 --set parallel.ep=2 --set train.batch_size=2 "${low20[@]}"
+"$py" "$root/tests/python/replicas_identical.py" "$work/same_ep2/checkpoints/step-00000020" 1 || fail "dp=4 ep=2 replicas differ"
+run same_pp2 4 "${pp[@]}" "${low20[@]}"
+"$py" "$root/tests/python/replicas_identical.py" "$work/same_pp2/checkpoints/step-00000020" 2 || fail "pp=2 dp=2 replicas differ"
+echo "after 20 compressed steps the replicas are bitwise identical (dp=2, dp=4 ep=2, pp=2 dp=2)"

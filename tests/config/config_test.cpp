@@ -203,6 +203,17 @@ parallel:
   rank: 64
   max_rank: 32
 )", {}, "compress.rank", {2}, {"1 <= 64 <= 32"}},
+    {"compress min_rank above max_rank", R"(compress:
+  min_rank: 8
+  max_rank: 4
+  rank: 4
+)", {}, "compress.rank", {2}, {"8 <= 4 <= 4"}},
+    {"compress rank 0", R"(compress:
+  rank: 0
+)", {}, "compress.rank", {2}, {"a positive integer"}},
+    {"compress min_ratio 0", R"(compress:
+  min_ratio: 0
+)", {}, "compress.min_ratio", {2}, {"a number > 0"}},
     {"energy_low >= energy_high", R"(compress:
   energy_low: 0.9
   energy_high: 0.85

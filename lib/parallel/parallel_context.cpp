@@ -1,5 +1,7 @@
 #include "parallel/parallel_context.h"
 
+#include <cstdlib>
+
 #include "common/error.h"
 #include "parallel/mpi_communicator.h"
 
@@ -25,6 +27,16 @@ std::shared_ptr<ParallelContext> ParallelContext::create(const ParallelConfig& c
     }
     auto ctx = std::make_shared<ParallelContext>();
     ctx->world = make_mpi_world();
+    // Started by srun (not by mpirun, whose daemons SLURM counts as its tasks), the world must be
+    // the allocation's tasks: otherwise some other layout than the one asked for would train.
+    const char* ntasks = std::getenv("SLURM_NTASKS");
+    if (ntasks && std::getenv("SLURM_PROCID") && !std::getenv("OMPI_COMM_WORLD_SIZE")) {
+        char* end = nullptr;
+        const long n = std::strtol(ntasks, &end, 10);
+        if (end != ntasks && *end == '\0' && n != ctx->world->size())
+            throw ConfigError(fmt::format("parallel: the MPI world has {} ranks but the SLURM step has SLURM_NTASKS={}",
+                                          ctx->world->size(), n));
+    }
     const Mesh m = Mesh::build(ctx->world->size(), ctx->world->rank(), cfg, num_experts);
     ctx->mesh = m;
     // Colors identify a group uniquely; keys order its members by their index in the group.

@@ -1,5 +1,6 @@
 #include "record/run_record.h"
 
+#include <cstdlib>
 #include <filesystem>
 
 #include "common/error.h"
@@ -68,11 +69,60 @@ YAML::Node summary_node(const RunSummary& s) {
     return n;
 }
 
+// The attempts an earlier record in `dir` lists (it is read as untrusted: too big, unreadable or
+// malformed means none, with a note); a record from before attempts were kept counts as one.
+YAML::Node earlier_attempts(const std::string& path) {
+    YAML::Node none(YAML::NodeType::Sequence);
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(path, ec)) return none;
+    if (std::filesystem::file_size(path, ec) > (16u << 20)) {
+        fmt::print(stderr, "moe-train: {}: over 16 MiB; its attempts are not carried over\n", path);
+        return none;
+    }
+    try {
+        const YAML::Node old = YAML::LoadFile(path);
+        if (old["attempts"] && old["attempts"].IsSequence()) return YAML::Clone(old["attempts"]);
+        YAML::Node first;
+        first["start_time"] = old["start_time"].as<std::string>("");
+        first["end_time"] = old["end_time"].as<std::string>("");
+        first["status"] = old["status"].as<std::string>("");
+        none.push_back(first);
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "moe-train: {}: unreadable ({}); its attempts are not carried over\n", path, e.what());
+    }
+    return none;
+}
+
+// SLURM's facts about the job, when this process runs in one.
+YAML::Node slurm_facts() {
+    YAML::Node n;
+    const std::pair<const char*, const char*> vars[] = {{"job_id", "SLURM_JOB_ID"},
+                                                        {"job_name", "SLURM_JOB_NAME"},
+                                                        {"restart_count", "SLURM_RESTART_COUNT"},
+                                                        {"node_list", "SLURM_JOB_NODELIST"},
+                                                        {"ntasks", "SLURM_NTASKS"},
+                                                        {"cpus_per_task", "SLURM_CPUS_PER_TASK"}};
+    for (const auto& [key, var] : vars)
+        if (const char* v = std::getenv(var)) n[key] = std::string(v);
+    if (n["job_id"] && !n["restart_count"]) n["restart_count"] = "0";
+    return n;
+}
+
+void end_attempt(YAML::Node& root, const std::string& status, int exit_code) {
+    YAML::Node attempts = root["attempts"];
+    if (!attempts.IsSequence() || attempts.size() == 0) return;
+    YAML::Node last = attempts[attempts.size() - 1];
+    last["end_time"] = iso_time_now();
+    last["status"] = status;
+    last["exit_code"] = exit_code;
+}
+
 }  // namespace
 
 RunRecord::RunRecord(std::string dir) : dir_(std::move(dir)) {}
 
 void RunRecord::write_start(const RunStart& st) {
+    YAML::Node attempts = earlier_attempts(path());
     YAML::Node& r = root_;
     r["run_id"] = st.run_id;
     r["status"] = "running";
@@ -91,12 +141,23 @@ void RunRecord::write_start(const RunStart& st) {
     if (!st.resumed_from.empty()) r["resumed_from"] = st.resumed_from;
     r["start_time"] = iso_time_now();
     r["end_time"] = YAML::Node(YAML::NodeType::Null);
+    const YAML::Node slurm = slurm_facts();
+    if (slurm.size() > 0) r["slurm"] = slurm;
+    YAML::Node attempt;
+    // Values, not shared nodes (the emitter would write YAML anchors and aliases).
+    attempt["start_time"] = r["start_time"].as<std::string>();
+    attempt["resumed_from_step"] = st.resumed_step;
+    if (slurm["restart_count"]) attempt["slurm_restart_count"] = slurm["restart_count"].as<std::string>();
+    attempt["status"] = "running";
+    attempts.push_back(attempt);
+    r["attempts"] = attempts;
     write();
 }
 
 void RunRecord::write_end(const std::string& status, const std::string& error, const std::string& stop_reason,
-                          const RunSummary& summary) {
+                          const RunSummary& summary, int exit_code) {
     root_["status"] = status;
+    end_attempt(root_, status, exit_code);
     root_["end_time"] = iso_time_now();
     if (!error.empty()) root_["error"] = error;
     if (!stop_reason.empty()) root_["stop_reason"] = stop_reason;
@@ -104,10 +165,11 @@ void RunRecord::write_end(const std::string& status, const std::string& error, c
     write();
 }
 
-std::string RunRecord::text_if_ended(const std::string& status, const std::string& error) const {
+std::string RunRecord::text_if_ended(const std::string& status, const std::string& error, int exit_code) const {
     YAML::Node copy = YAML::Clone(root_);
     copy["status"] = status;
     copy["error"] = error;
+    end_attempt(copy, status, exit_code);
     YAML::Emitter out;
     out << copy;
     return std::string(out.c_str()) + "\n";

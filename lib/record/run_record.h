@@ -46,6 +46,7 @@ struct RunStart {
     int64_t parameters = 0;
     std::string checkpoint_dir;
     std::string resumed_from;   // empty: a fresh start
+    int64_t resumed_step = -1;  // the step it resumed from (-1: a fresh start)
 };
 
 // Share of routed tokens per expert of one MoE layer (from an evaluation).
@@ -77,16 +78,18 @@ class RunRecord {
     // `dir` is the run directory (created if missing). Writes nothing until a write_*().
     explicit RunRecord(std::string dir);
 
-    // Status `running`, everything known at the start, host facts and library versions.
+    // Status `running`, everything known at the start, host facts, library versions, the SLURM
+    // job's facts when there is one, and `attempts`: the attempts an earlier record in the same
+    // run directory listed (a rerun, a requeued job), with this one appended.
     void write_start(const RunStart& start);
     // Final status (completed / failed / interrupted), end time, the error or stop reason if
-    // any, and the summary.
+    // any, the summary, and this attempt's end and exit code.
     void write_end(const std::string& status, const std::string& error, const std::string& stop_reason,
-                   const RunSummary& summary);
+                   const RunSummary& summary, int exit_code);
 
     // The record as it would read had the run ended now with `status` and `error` (for a signal
     // handler to write when there is no time to build it).
-    std::string text_if_ended(const std::string& status, const std::string& error) const;
+    std::string text_if_ended(const std::string& status, const std::string& error, int exit_code) const;
 
     YAML::Node& root() { return root_; }
     const std::string& dir() const { return dir_; }

@@ -46,13 +46,15 @@ void Trainer::write_start_record(const std::string& resumed_from) {
     st.parameters = stage_.model->params().total_numel();
     st.checkpoint_dir = checkpoint_dir_;
     st.resumed_from = resumed_from;
+    st.resumed_step = resumed_from.empty() ? -1 : first_step_;
     record_ = std::make_unique<RunRecord>(run_dir_);
     record_->write_start(st);
     // A second signal exits at once (no time for YAML): it leaves this record behind instead.
     set_last_words(record_->path(),
                    record_->text_if_ended("killed", fmt::format("a second signal ended the run at once, without saving; "
                                                                 "the newest complete checkpoint is in {}",
-                                                                checkpoint_dir_)));
+                                                                checkpoint_dir_),
+                                           /*exit_code=*/-1));   // 128 + the signal; unknown in advance
 }
 
 void Trainer::open_metrics(const std::string& resumed_from) {
@@ -82,7 +84,8 @@ void Trainer::finish_record(const std::string& status, const std::string& error,
         s.expert_load = last_eval_->expert_load;
     }
     s.entropy_bound = entropy_bound_;
-    record_->write_end(status, error, stop_reason, s);
+    const int exit_code = status == "completed" ? 0 : status == "interrupted" ? (stop_requested() ? kExitInterrupted : 0) : 1;
+    record_->write_end(status, error, stop_reason, s, exit_code);
     clear_last_words();   // the record now says how the run ended
 }
 

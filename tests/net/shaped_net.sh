@@ -62,9 +62,12 @@ net_mpirun() {
   local ranks=$1; shift
   local root_flag=()
   [[ $(id -u) -ne 0 ]] || root_flag=(--allow-run-as-root)
-  ip netns exec "${net_prefix}h1" mpirun "${root_flag[@]}" -np "$ranks" --hostfile "$net_dir/hostfile" \
+  # All "hosts" are this one machine: the daemons must not share hwloc's topology through a
+  # fixed shared-memory address, nor PMIx's shared-memory store (either crashed an orted once
+  # in CI, in hwloc_shmem_topology_write / dstore_base.c).
+  PMIX_MCA_gds=hash ip netns exec "${net_prefix}h1" mpirun "${root_flag[@]}" -np "$ranks" --hostfile "$net_dir/hostfile" \
     --mca plm_rsh_agent "$net_dir/netns-rsh" --mca btl tcp,self --mca btl_tcp_if_include eth0 \
-    --mca oob_tcp_if_include eth0 --bind-to none -x PATH "$@"
+    --mca oob_tcp_if_include eth0 --mca rtc_hwloc_vmhole none --bind-to none -x PATH -x PMIX_MCA_gds "$@"
 }
 
 # Bytes that left host <i>'s eth0 so far (from the tbf qdisc's counters).

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Installs what moe-train needs on Debian 12 (only what is missing), then configures and builds it
-# in Release into build/. Idempotent: a second run installs nothing and rebuilds only what changed.
+# Installs what moe-train needs on Debian 12 (only what is missing), fetches libtorch 2.11.0 from
+# PyPI's torch wheel into .cache/ (scripts/fetch-libtorch.sh: 541 MB, SHA-256 pinned), then
+# configures and builds it in Release into build/. Idempotent and, once the wheels are cached,
+# offline: a second run installs and downloads nothing and rebuilds only what changed.
 #   scripts/setup.sh                      # install + build everything (apps, tests, benchmarks)
 #   scripts/setup.sh moe-train moe-eval   # install + build only these targets (what the demo needs)
+#   scripts/setup.sh --no-build           # install packages and fetch libtorch only
 #   BUILD_DIR=out scripts/setup.sh
 set -euo pipefail
 
@@ -11,7 +14,7 @@ build_dir=${BUILD_DIR:-$root/build}
 
 packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
-  libtorch-dev libopenblas0-pthread           # libtorch; OpenBLAS or matmuls run ~13x slower
+  python3-pip python3-venv                     # fetching the torch wheel (libtorch); the venv
   libopenmpi-dev openmpi-bin                   # MPI
   libyaml-cpp-dev libhdf5-dev libcli11-dev libfmt-dev doctest-dev libssl-dev
   python3 python3-numpy python3-h5py           # the h5py cross-check of checkpoints
@@ -35,10 +38,16 @@ if ((${#missing[@]})); then
   fi
 fi
 
+libtorch=$("$root/scripts/fetch-libtorch.sh")
+if [[ ${1:-} == --no-build ]]; then exit 0; fi
+
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 if [[ ! -f $build_dir/CMakeCache.txt ]]; then
-  cmake -S "$root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release
+  cmake -S "$root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DMOE_LIBTORCH_DIR="$libtorch"
+elif ! grep -q "^MOE_LIBTORCH_DIR:PATH=$libtorch\$" "$build_dir/CMakeCache.txt"; then
+  # A build folder configured before libtorch 2.11 (Debian's 1.13): point it at the wheel's.
+  cmake "$build_dir" -DMOE_LIBTORCH_DIR="$libtorch"
 fi
 targets=()
 for t in "$@"; do targets+=(--target "$t"); done

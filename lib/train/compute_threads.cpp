@@ -1,15 +1,18 @@
 #include "train/compute_threads.h"
 
-#include <dlfcn.h>
+#include <fmt/format.h>
 #include <torch/torch.h>
+
+#include "common/error.h"
 
 namespace moe {
 
 void set_compute_threads(int64_t threads) {
     at::set_num_threads(int(threads));
-    // Looked up at run time: the binary must not depend on which BLAS libtorch was built against.
-    using SetThreads = void (*)(int);
-    if (auto set = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(int(threads));
+    // Checked: a libtorch built with another threading backend could ignore the request silently.
+    if (at::get_num_threads() != threads) {
+        throw Error(fmt::format("libtorch runs {} intra-op threads after asking for {}", at::get_num_threads(), threads));
+    }
 }
 
 }  // namespace moe

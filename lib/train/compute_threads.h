@@ -1,14 +1,14 @@
-// How many threads a rank computes with. libtorch's at::set_num_threads sets its OpenMP pool,
-// but Debian's libtorch calls OpenBLAS, whose own pthread pool (libopenblas0-pthread) keeps one
-// busy-waiting thread per core regardless: a "1-thread" process then occupies 2 cores and two
-// ranks on 2 cores oversubscribe them. So both pools are set.
+// How many threads a rank computes with. libtorch 2.11's wheel computes with OpenMP (its own
+// libgomp) and MKL linked into libtorch_cpu; at::set_num_threads sets both pools (and oneDNN,
+// which runs on OpenMP). Ranks that share a machine must not oversubscribe its cores, so every
+// rank pins its pools before the first tensor op.
 #pragma once
 
 #include <cstdint>
 
 namespace moe {
 
-// Sets libtorch's intra-op threads and, when the process uses OpenBLAS, OpenBLAS's threads.
+// Sets libtorch's intra-op threads (OpenMP and MKL). Throws Error if libtorch reports another count.
 void set_compute_threads(int64_t threads);
 
 }  // namespace moe

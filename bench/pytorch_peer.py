@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Plain PyTorch eager implementation of moe-train's model, the baseline for bench/throughput.sh.
+"""Plain PyTorch implementation of moe-train's model, the peer of bench/throughput.sh (eager, or
+under torch.compile with --compile; fp32, or bf16 autocast with --bf16).
 
 Same architecture and semantics as lib/moe (Hugging Face Mixtral): pre-RMSNorm, rotary
 embeddings (rotate-half), grouped-query causal attention, top-k router with float32 softmax and
 renormalisation, stacked SwiGLU experts run per expert over tokens sorted by expert, Switch
 aux loss and router z-loss, AdamW. Written the way a PyTorch user would write it (no compile,
-no fused kernels), so the ratio measures what the C++ trainer buys over eager PyTorch.
+no fused kernels), so the ratio measures what the C++ trainer buys over eager PyTorch; then the
+same module under torch.compile (inductor, which generates and compiles C++ for the CPU): its
+compile time (the warm-up steps, which also recompile for new shapes) is reported apart from the
+steady-state throughput.
 
-    /usr/bin/python3 bench/pytorch_eager.py --steps 20 --threads 1 --json
+    scripts/python-env.sh python bench/pytorch_peer.py --steps 20 --threads 1 --json [--compile] [--bf16]
 """
 import argparse
 import json
@@ -151,21 +155,26 @@ class Model(nn.Module):
 def time_model(a, dense):
     torch.manual_seed(1)
     model = Model(a, dense)
+    step_fn = torch.compile(model) if a.compile else model
     decay = [p for n, p in model.named_parameters() if "norm" not in n]
     plain = [p for n, p in model.named_parameters() if "norm" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": plain, "weight_decay": 0.0}],
                             lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
-    times = []
+    times, warmup_s = [], 0.0
     for i in range(a.warmup + a.steps):
         tokens = torch.randint(a.vocab, (a.batch, a.seq + 1))
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = model(tokens[:, :-1], tokens[:, 1:])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+            loss = step_fn(tokens[:, :-1], tokens[:, 1:])
         loss.backward()
         opt.step()
+        dt = time.perf_counter() - t0
         if i >= a.warmup:
-            times.append(time.perf_counter() - t0)
-    return a.batch * a.seq / statistics.median(times)
+            times.append(dt)
+        else:
+            warmup_s += dt
+    return a.batch * a.seq / statistics.median(times), warmup_s
 
 
 def main():
@@ -175,14 +184,22 @@ def main():
                           ("ffn", 256), ("vocab", 256)]:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=default)
     p.add_argument("--dense", action="store_true", help="time the dense model instead")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 weights and optimizer)")
+    p.add_argument("--repeats", type=int, default=3, help="fresh models timed; the median is reported")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    tps = statistics.median(time_model(a, a.dense) for _ in range(3))
+    runs = [time_model(a, a.dense) for _ in range(a.repeats)]
+    tps = statistics.median(r[0] for r in runs)
+    warmup_s = runs[0][1]   # the first run compiles; later ones hit the cache
+    mode = ("compile" if a.compile else "eager") + (" bf16" if a.bf16 else "")
     if a.json:
-        print(json.dumps({"tokens_per_s": round(tps, 1), "torch": torch.__version__}))
+        print(json.dumps({"tokens_per_s": round(tps, 1), "warmup_s": round(warmup_s, 2), "mode": mode,
+                          "torch": torch.__version__}))
     else:
-        print(f"PyTorch {torch.__version__} eager, {'dense' if a.dense else 'MoE'}: {tps:.1f} tokens/s")
+        print(f"PyTorch {torch.__version__} {mode}, {'dense' if a.dense else 'MoE'}: {tps:.1f} tokens/s "
+              f"(warm-up {warmup_s:.1f} s)")
 
 
 if __name__ == "__main__":

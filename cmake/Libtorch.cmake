@@ -1,0 +1,47 @@
+# The libtorch of record (DESIGN section 9): 2.11.0 unpacked from PyPI's torch wheel by
+# scripts/fetch-libtorch.sh into .cache/libtorch-2.11.0 (torch/lib, torch/include).
+#
+# A CPU build links libtorch_cpu and libc10 only. The wheel's TorchConfig.cmake is not used for
+# it: that config belongs to a CUDA build and wants the CUDA toolkit, cuDNN and NCCL at configure
+# time and links libtorch_cuda (about 30 further CUDA libraries at run time) into every binary.
+# Defines the target moe_torch and MOE_TORCH_VERSION.
+set(MOE_LIBTORCH_DIR "${PROJECT_SOURCE_DIR}/.cache/libtorch-2.11.0" CACHE PATH
+    "Folder with torch/lib and torch/include: an unpacked torch wheel (scripts/fetch-libtorch.sh)")
+
+set(_torch ${MOE_LIBTORCH_DIR}/torch)
+if(NOT EXISTS ${_torch}/lib/libtorch_cpu.so OR NOT EXISTS ${_torch}/include/torch/csrc/api/include/torch/torch.h)
+  message(FATAL_ERROR "No libtorch in MOE_LIBTORCH_DIR=${MOE_LIBTORCH_DIR} (torch/lib/libtorch_cpu.so and "
+                      "torch/include expected): run scripts/fetch-libtorch.sh, or point -DMOE_LIBTORCH_DIR "
+                      "at a torch wheel's site-packages folder")
+endif()
+
+# The version as the headers state it (torch/headeronly/version.h in 2.11), so the record names what was compiled.
+set(_ver_h ${_torch}/include/torch/headeronly/version.h)
+if(NOT EXISTS ${_ver_h})
+  set(_ver_h ${_torch}/include/torch/csrc/api/include/torch/version.h)
+endif()
+file(STRINGS ${_ver_h} _ver REGEX "#define TORCH_VERSION_(MAJOR|MINOR|PATCH) ")
+string(REGEX REPLACE ".*MAJOR ([0-9]+).*MINOR ([0-9]+).*PATCH ([0-9]+).*" "\\1.\\2.\\3" MOE_TORCH_VERSION "${_ver}")
+if(MOE_TORCH_VERSION VERSION_LESS 2.1)
+  message(FATAL_ERROR "libtorch ${MOE_TORCH_VERSION} in ${MOE_LIBTORCH_DIR}: moe-train needs 2.x (2.11.0 is of record)")
+endif()
+message(STATUS "libtorch ${MOE_TORCH_VERSION} from ${MOE_LIBTORCH_DIR}")
+
+# The wheel's include folder carries its own copy of fmt (v12) next to torch's headers; searched
+# first, it would shadow Debian's fmt 9, whose library we link (undefined fmt::v12 symbols). The
+# headers are seen through a folder of links to every entry but fmt.
+set(_inc ${PROJECT_BINARY_DIR}/libtorch-include)
+file(REMOVE_RECURSE ${_inc})
+file(MAKE_DIRECTORY ${_inc})
+file(GLOB _entries RELATIVE ${_torch}/include ${_torch}/include/*)
+foreach(_e ${_entries})
+  if(NOT _e STREQUAL "fmt")
+    file(CREATE_LINK ${_torch}/include/${_e} ${_inc}/${_e} SYMBOLIC)
+  endif()
+endforeach()
+
+add_library(moe_torch INTERFACE)
+target_include_directories(moe_torch SYSTEM INTERFACE ${_inc} ${_torch}/include/torch/csrc/api/include)
+target_link_libraries(moe_torch INTERFACE ${_torch}/lib/libtorch_cpu.so ${_torch}/lib/libc10.so)
+# The wheel is built with the CXX11 ABI; every translation unit that sees its headers must agree.
+set(MOE_TORCH_CXX_FLAGS -D_GLIBCXX_USE_CXX11_ABI=1)

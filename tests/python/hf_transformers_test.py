@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""A real client for `moe-eval export`: Hugging Face transformers' MixtralForCausalLM loads the
+exported folder with from_pretrained, and its logits on a fixed token sequence must equal
+`moe-eval logits` on the checkpoint (relative error <= 1e-4: max |ours - theirs| / max |theirs|).
+
+    scripts/python-env.sh python tests/python/hf_transformers_test.py build/moe-train build/moe-eval configs/tiny.yaml
+
+Runs in the project's venv (scripts/python-env.sh: PyTorch 2.11.0 and the pinned transformers).
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+import transformers
+from transformers import MixtralForCausalLM
+
+
+def main():
+    train, evaluate, config = sys.argv[1:4]
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="moe_hf_test_") as work:
+        run = os.path.join(work, "run")
+        # Trained a little so the router is far from uniform and the top-k choices matter.
+        subprocess.run([train, config, "--run-dir", run, "--set", "train.steps=30", "--set", "train.eval_every=0"],
+                       check=True, stdout=subprocess.DEVNULL)
+        ckpts = os.path.join(run, "checkpoints")
+        step = os.path.join(ckpts, open(os.path.join(ckpts, "LATEST")).read().strip())
+        export = os.path.join(work, "hf")
+        subprocess.run([evaluate, "export", "--checkpoint", step, "--out", export], check=True,
+                       stdout=subprocess.DEVNULL)
+
+        model = MixtralForCausalLM.from_pretrained(export, dtype=torch.float32, attn_implementation="eager")
+        model.eval()
+        vocab = model.config.vocab_size
+        tokens = [(7 * i + 3) % vocab for i in range(24)]
+        token_file = os.path.join(work, "tokens.txt")
+        with open(token_file, "w") as t:
+            t.write(" ".join(map(str, tokens)) + "\n")
+        out = subprocess.run([evaluate, "logits", "--checkpoint", step, "--tokens", token_file],
+                             check=True, capture_output=True, text=True).stdout
+        ours = torch.tensor([[float(v) for v in line.split()[2:]] for line in out.splitlines()
+                             if not line.startswith("#")], dtype=torch.float64)
+        with torch.no_grad():
+            theirs = model(torch.tensor([tokens])).logits[0].to(torch.float64)
+
+    if theirs.shape != ours.shape:
+        print(f"FAILED: transformers gives {tuple(theirs.shape)} logits, moe-eval {tuple(ours.shape)}")
+        sys.exit(1)
+    rel = float((ours - theirs).abs().max() / theirs.abs().max())
+    same_argmax = bool((ours.argmax(-1) == theirs.argmax(-1)).all())
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}: {ours.shape[0]} positions x "
+          f"{ours.shape[1]} logits, max |moe-eval - transformers| / max |transformers| = {rel:.2e} "
+          f"(goal 1e-4), same argmax everywhere: {same_argmax}")
+    if not rel <= 1e-4:
+        print("FAILED: logits differ")
+        sys.exit(1)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -36,7 +36,8 @@ for pin in "${pins[@]}"; do
     echo "fetch-libtorch: downloading $file from PyPI" >&2
     # The wheel is the same libtorch for every Python; cp311 is pinned so one file is cached.
     python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
-      --platform manylinux_2_28_x86_64 --dest "$wheels.part" "$req" >&2
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_25_x86_64 --platform manylinux_2_17_x86_64 \
+      --platform manylinux2014_x86_64 --dest "$wheels.part" "$req" >&2
     mv "$wheels.part/$file" "$wheels/$file.part"
     rm -rf "$wheels.part"
     got=$(sha256sum "$wheels/$file.part" | cut -d' ' -f1)

@@ -29,27 +29,30 @@ if [[ -f $dest/.complete ]]; then
 fi
 [[ $(uname -m) == x86_64 ]] || { echo "fetch-libtorch: the pinned wheels are for x86_64, this is $(uname -m)" >&2; exit 1; }
 
+# verify <file> <sha256>: hashes the file once.
+verify() { [[ $(sha256sum "$1" | cut -d' ' -f1) == "$2" ]]; }
+
 mkdir -p "$wheels"
 for pin in "${pins[@]}"; do
   read -r req file sha <<<"$pin"
-  if [[ ! -f $wheels/$file ]]; then
-    echo "fetch-libtorch: downloading $file from PyPI" >&2
-    # The wheel is the same libtorch for every Python; cp311 is pinned so one file is cached.
-    python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
-      --platform manylinux_2_28_x86_64 --platform manylinux_2_25_x86_64 --platform manylinux_2_17_x86_64 \
-      --platform manylinux2014_x86_64 --dest "$wheels.part" "$req" >&2
-    mv "$wheels.part/$file" "$wheels/$file.part"
-    rm -rf "$wheels.part"
-    got=$(sha256sum "$wheels/$file.part" | cut -d' ' -f1)
-    if [[ $got != "$sha" ]]; then
-      rm -f "$wheels/$file.part"
-      echo "fetch-libtorch: $file has SHA-256 $got, expected $sha (not used)" >&2
-      exit 1
-    fi
-    mv "$wheels/$file.part" "$wheels/$file"
+  if [[ -f $wheels/$file ]]; then
+    verify "$wheels/$file" "$sha" ||
+      { echo "fetch-libtorch: cached $wheels/$file does not match its pin; delete it and rerun" >&2; exit 1; }
+    continue
   fi
-  echo "$sha  $wheels/$file" | sha256sum --check --quiet - >&2 ||
-    { echo "fetch-libtorch: cached $wheels/$file does not match its pin; delete it and rerun" >&2; exit 1; }
+  echo "fetch-libtorch: downloading $file from PyPI" >&2
+  # The wheel is the same libtorch for every Python; cp311 is pinned so one file is cached.
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_25_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 --dest "$wheels.part" "$req" >&2
+  mv "$wheels.part/$file" "$wheels/$file.part"
+  rm -rf "$wheels.part"
+  if ! verify "$wheels/$file.part" "$sha"; then
+    rm -f "$wheels/$file.part"
+    echo "fetch-libtorch: the downloaded $file does not have SHA-256 $sha (not used)" >&2
+    exit 1
+  fi
+  mv "$wheels/$file.part" "$wheels/$file"
 done
 
 # Unpack into a fresh folder and rename it into place: an interrupted run leaves no half tree.

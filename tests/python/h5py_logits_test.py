@@ -8,9 +8,10 @@ with `moe-eval logits` to 1e-4.
 Exits 77 (ctest: skipped) with a message when h5py or numpy is missing.
 """
 import os
-import subprocess
 import sys
 import tempfile
+
+from moe_cli import eval_logits, train_checkpoint
 
 try:
     import h5py
@@ -88,21 +89,12 @@ def forward(f, tokens):
 def main():
     train, evaluate, config = sys.argv[1:4]
     with tempfile.TemporaryDirectory(prefix="moe_h5py_test_") as work:
-        run = os.path.join(work, "run")
-        subprocess.run([train, config, "--run-dir", run, "--set", "train.steps=30", "--set", "train.eval_every=0"],
-                       check=True, stdout=subprocess.DEVNULL)
-        step = os.path.join(run, "checkpoints", open(os.path.join(run, "checkpoints", "LATEST")).read().strip())
+        step = train_checkpoint(train, config, work)
         shard = os.path.join(step, "rank-00000.h5")
         with h5py.File(shard, "r") as f:
             vocab = int(f["model"].attrs["vocab_size"])
             tokens = [(7 * i + 3) % vocab for i in range(24)]
-            token_file = os.path.join(work, "tokens.txt")
-            with open(token_file, "w") as t:
-                t.write(" ".join(map(str, tokens)) + "\n")
-            out = subprocess.run([evaluate, "logits", "--checkpoint", step, "--tokens", token_file],
-                                 check=True, capture_output=True, text=True).stdout
-            theirs = np.array([[float(v) for v in line.split()[2:]] for line in out.splitlines()
-                               if not line.startswith("#")])
+            theirs = np.array(eval_logits(evaluate, step, tokens, work))
             ours = forward(f, np.array(tokens))
             step_attr = int(f.attrs["step"])
     assert theirs.shape == ours.shape, (theirs.shape, ours.shape)

@@ -16,17 +16,15 @@ import torch
 import transformers
 from transformers import MixtralForCausalLM
 
+from moe_cli import eval_logits, train_checkpoint
+
 
 def main():
     train, evaluate, config = sys.argv[1:4]
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="moe_hf_test_") as work:
-        run = os.path.join(work, "run")
         # Trained a little so the router is far from uniform and the top-k choices matter.
-        subprocess.run([train, config, "--run-dir", run, "--set", "train.steps=30", "--set", "train.eval_every=0"],
-                       check=True, stdout=subprocess.DEVNULL)
-        ckpts = os.path.join(run, "checkpoints")
-        step = os.path.join(ckpts, open(os.path.join(ckpts, "LATEST")).read().strip())
+        step = train_checkpoint(train, config, work)
         export = os.path.join(work, "hf")
         subprocess.run([evaluate, "export", "--checkpoint", step, "--out", export], check=True,
                        stdout=subprocess.DEVNULL)
@@ -35,13 +33,7 @@ def main():
         model.eval()
         vocab = model.config.vocab_size
         tokens = [(7 * i + 3) % vocab for i in range(24)]
-        token_file = os.path.join(work, "tokens.txt")
-        with open(token_file, "w") as t:
-            t.write(" ".join(map(str, tokens)) + "\n")
-        out = subprocess.run([evaluate, "logits", "--checkpoint", step, "--tokens", token_file],
-                             check=True, capture_output=True, text=True).stdout
-        ours = torch.tensor([[float(v) for v in line.split()[2:]] for line in out.splitlines()
-                             if not line.startswith("#")], dtype=torch.float64)
+        ours = torch.tensor(eval_logits(evaluate, step, tokens, work), dtype=torch.float64)
         with torch.no_grad():
             theirs = model(torch.tensor([tokens])).logits[0].to(torch.float64)
 

@@ -7,20 +7,24 @@
 #    Compression starts at --start-step (default 0; the LR warm-up of tiny.yaml is 30 steps, and
 #    plain steps before the start count in the bytes).
 # 2. The same for a d_model=256 variant (uncompressed and adaptive).
-# 3. Wall time over the shaped network (tests/net/shaped_net.sh: 2 hosts, IPv6, tbf) at 1 Gbit/s
+# 3. PyTorch's own powerSGD_hook at r = 4 as a peer (bench/powersgd_peer.py; the project's venv):
+#    its eval loss next to its uncompressed DDP run and its compression rate, beside moe-train's,
+#    both trained on the same token shards.
+# 4. Wall time over the shaped network (tests/net/shaped_net.sh: 2 hosts, IPv6, tbf) at 1 Gbit/s
 #    and 100 Mbit/s: uncompressed, r = 4 and adaptive, equal steps; ratio to uncompressed.
-#   bench/compression.sh [--steps N] [--net-steps N] [--start-step N] [--modes "plain r4 ..."]
-#   (defaults 600, 20, 0, all modes; part 3 needs root)
+#   bench/compression.sh [--steps N] [--net-steps N] [--start-step N] [--modes "plain r4 ..."] [--parts "1 3"]
+#   (defaults 600, 20, 0, all modes; part 4 needs root)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-steps=600 net_steps=20 start_step=0 mode_list="plain r1 r2 r4 r8 adaptive"
+steps=600 net_steps=20 start_step=0 mode_list="plain r1 r2 r4 r8 adaptive" parts="1 2 3 4"
 while (($#)); do
   case $1 in
     --steps) steps=$2; shift 2 ;;
     --net-steps) net_steps=$2; shift 2 ;;
     --start-step) start_step=$2; shift 2 ;;
     --modes) mode_list=$2; shift 2 ;;
-    *) echo "usage: $0 [--steps N] [--net-steps N]" >&2; exit 2 ;;
+    --parts) parts=$2; shift 2 ;;
+    *) echo "usage: $0 [--steps N] [--net-steps N] [--start-step N] [--modes \"...\"] [--parts \"1 2 3 4\"]" >&2; exit 2 ;;
   esac
 done
 build=${BUILD_DIR:-$root/build}
@@ -48,6 +52,7 @@ run() {
   "${mpi[@]}" "$build/moe-train" "$root/configs/tiny.yaml" "${base[@]}" "${extra[@]}" "$@" --run-dir "$work/$dir" \
     >"$work/$dir.log" 2>&1 || { cat "$work/$dir.log"; exit 1; }
 }
+want() { [[ " $parts " == *" $1 "* ]]; }
 table() {   # table <prefix> <modes...>
   local prefix=$1; shift
   local plain_loss plain_bytes
@@ -61,17 +66,58 @@ table() {   # table <prefix> <modes...>
   done
 }
 
+if want 1; then
 echo "## 1. configs/tiny.yaml shape, dp=2, $steps steps, compression from step $start_step"
 read -ra chosen <<<"$mode_list"
 for m in "${chosen[@]}"; do run "tiny-$m" "$m" --set train.steps="$steps"; done
 table tiny "${chosen[@]}"
+fi
 
+if want 2; then
 echo; echo "## 2. d_model=256 variant, dp=2, $((steps / 2)) steps, compression from step $start_step"
 for m in plain adaptive; do run "wide-$m" "$m" --set train.steps=$((steps / 2)) --set model.d_model=256 --set moe.ffn_hidden=512; done
 table wide plain adaptive
+fi
 
-if [[ $(id -u) -ne 0 ]]; then echo "part 3 needs root (network namespaces): skipped"; exit 0; fi
-echo; echo "## 3. wall time over the shaped network, $net_steps steps"
+if want 3; then
+echo; echo "## 3. PyTorch's powerSGD_hook (DDP over gloo, PyTorch 2.11) vs moe-train, dp=2, r=4, $steps steps"
+# Both trainers on the same llm.c token shards (bench/powersgd_peer.py write-data), both starting
+# compression at step 2 (the hook's minimum with error feedback); each against its own
+# uncompressed run. moe-train's eval covers the 32 windows of eval.bin, as the peer's does.
+shards=$work/shards
+"$root/scripts/python-env.sh" python "$root/bench/powersgd_peer.py" write-data "$shards"
+on_file=(--set data.path="$shards/train.bin" --set data.eval_path="$shards/eval.bin" --set train.eval_batches=8
+         --set train.steps="$steps")
+run bin-plain plain "${on_file[@]}"
+run bin-r4 r4 "${on_file[@]}" --set compress.start_step=2
+for m in plain powersgd; do
+  "$root/scripts/python-env.sh" python "$root/bench/powersgd_peer.py" train "$shards" --mode "$m" --rank 4 --start-iter 2 \
+    --steps "$steps" --out "$work/peer-$m.json" >"$work/peer-$m.log" 2>&1 || { cat "$work/peer-$m.log"; exit 1; }
+done
+python3 - "$work" "$steps" <<'PY'
+import json, re, sys
+work, steps = sys.argv[1], int(sys.argv[2])
+def summary(run, key):
+    text = open(f"{work}/{run}/record.yaml").read()
+    return float(re.search(rf"^  {key}: (\S+)$", text, re.M).group(1))
+peer = {m: json.load(open(f"{work}/peer-{m}.json")) for m in ("plain", "powersgd")}
+ours = {m: summary(f"bin-{m}", "final_eval_loss") for m in ("plain", "r4")}
+plain_b, r4_b = summary("bin-plain", "comm_bytes"), summary("bin-r4", "comm_bytes")
+per_step = plain_b / steps  # the compressed steps' own rate: the 2 plain steps taken out
+ours_rate = per_step * (steps - 2) / (r4_b - 2 * per_step)
+print("| trainer | eval loss uncompressed | eval loss r=4 | gap | plain / sent, whole run | compressed steps alone |")
+print("| --- | --- | --- | --- | --- | --- |")
+lp, lc = peer["plain"]["final_eval_loss"], peer["powersgd"]["final_eval_loss"]
+print(f"| PyTorch {peer['plain']['torch']} powerSGD_hook | {lp:.4f} | {lc:.4f} | {(lc - lp) / lp * 100:+.2f}% | "
+      f"{peer['powersgd']['whole_run_ratio']:.1f}x | {peer['powersgd']['compress_rate']:.1f}x |")
+print(f"| moe-train | {ours['plain']:.4f} | {ours['r4']:.4f} | {(ours['r4'] - ours['plain']) / ours['plain'] * 100:+.2f}% | "
+      f"{plain_b / r4_b:.1f}x | {ours_rate:.1f}x |")
+PY
+fi
+
+want 4 || { rm -rf "$work"; exit 0; }
+if [[ $(id -u) -ne 0 ]]; then echo "part 4 needs root (network namespaces): skipped"; exit 0; fi
+echo; echo "## 4. wall time over the shaped network, $net_steps steps"
 source "$root/tests/net/shaped_net.sh"
 printf '| link | mode | train seconds | vs uncompressed |\n| --- | --- | --- | --- |\n'
 for rate in 1gbit 100mbit; do

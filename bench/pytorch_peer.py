@@ -65,13 +65,19 @@ class Attention(nn.Module):
 
 
 class SparseMoe(nn.Module):
-    def __init__(self, d, f, n_experts, top_k):
+    def __init__(self, d, f, n_experts, top_k, expert_matrices=False):
         super().__init__()
-        self.e, self.k = n_experts, top_k
+        self.e, self.k, self.keep_idle = n_experts, top_k, expert_matrices
         self.gate = nn.Linear(d, n_experts, bias=False)
-        self.w1 = nn.Parameter(torch.randn(n_experts, f, d) * 0.02)
-        self.w3 = nn.Parameter(torch.randn(n_experts, f, d) * 0.02)
-        self.w2 = nn.Parameter(torch.randn(n_experts, d, f) * 0.02)
+
+        def stacked(rows, cols):
+            # One [E, rows, cols] tensor, or (expert_matrices) E separate [rows, cols] parameters as
+            # Hugging Face's Mixtral has them: what a PyTorch user hands DDP and its comm hooks.
+            if expert_matrices:
+                return nn.ParameterList(nn.Parameter(torch.randn(rows, cols) * 0.02) for _ in range(n_experts))
+            return nn.Parameter(torch.randn(n_experts, rows, cols) * 0.02)
+
+        self.w1, self.w3, self.w2 = stacked(f, d), stacked(f, d), stacked(d, f)
 
     def forward(self, x):
         B, S, D = x.shape
@@ -91,8 +97,8 @@ class SparseMoe(nn.Module):
         rows = x[tok]
         outs, off = [], 0
         for e, n in enumerate(counts):
-            if n == 0:
-                continue
+            if n == 0 and not self.keep_idle:
+                continue  # (kept for DDP: an expert without tokens still gets its zero gradient)
             seg = rows[off:off + n]
             outs.append((F.silu(seg @ self.w1[e].t()) * (seg @ self.w3[e].t())) @ self.w2[e].t())
             off += n
@@ -118,7 +124,8 @@ class Block(nn.Module):
         self.input_layernorm = RMSNorm(a.d_model)
         self.self_attn = Attention(a.d_model, a.heads, a.kv_heads)
         self.post_attention_layernorm = RMSNorm(a.d_model)
-        self.mlp = DenseMlp(a.d_model, a.top_k * a.ffn) if dense else SparseMoe(a.d_model, a.ffn, a.experts, a.top_k)
+        self.mlp = (DenseMlp(a.d_model, a.top_k * a.ffn) if dense else
+                    SparseMoe(a.d_model, a.ffn, a.experts, a.top_k, getattr(a, "expert_matrices", False)))
 
     def forward(self, x, cos, sin, mask):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
@@ -140,14 +147,18 @@ class Model(nn.Module):
         self.cos, self.sin = emb.cos(), emb.sin()
         self.mask = torch.full((a.seq, a.seq), float("-inf")).triu(1)
 
-    def forward(self, tokens, targets):
+    def logits_and_aux(self, tokens):
+        """Logits and the router losses (aux 0.01, z 0.001, averaged over layers)."""
         x = self.embed_tokens(tokens)
         aux_total = 0.0
         for layer in self.layers:
             x, aux, z = layer(x, self.cos, self.sin, self.mask)
             if aux is not None:
                 aux_total = aux_total + 0.01 * aux / len(self.layers) + 0.001 * z / len(self.layers)
-        logits = self.lm_head(self.norm(x))
+        return self.lm_head(self.norm(x)), aux_total
+
+    def forward(self, tokens, targets):
+        logits, aux_total = self.logits_and_aux(tokens)
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.reshape(-1))
         return loss + aux_total
 

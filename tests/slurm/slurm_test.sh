@@ -10,7 +10,8 @@
 #   and completes with the uninterrupted run's losses;
 # - a rank killed by SIGKILL ends the job within 10 s (no hang), the last committed checkpoint
 #   verifies, and the job, requeued, resumes from it and completes with the same losses;
-# - a layout that does not fit the allocation fails before training, naming the numbers.
+# - a layout that does not fit the allocation fails before training, naming the numbers;
+# - a job whose --time runs out is warned, saves, requeues itself and resumes.
 # Exits 77 (skipped) when not root (the daemons run as root here).
 #   tests/slurm/slurm_test.sh build/moe-train build/moe-eval MPIEXEC
 set -euo pipefail
@@ -116,4 +117,23 @@ wait_state "$job" "FAILED|COMPLETED" 120
 grep -q "pp x dp = 4" "$work/$job.out" || grep -q "4" "$work/$job.out" || fail "the message does not name the numbers"
 [[ ! -f $work/runs/slurm-$job/metrics.csv ]] || fail "it trained"
 echo "ok: a layout that does not fit the allocation fails before training: $(grep -m1 'config error' "$work/$job.out")"
+# 6. Time limit: a job whose --time runs out gets the script's warning signal (B:USR1@120, so
+# with --time=1 at slurmctld's first periodic time-limit check), saves and requeues
+# itself; the second attempt resumes from that checkpoint. It is then cancelled: what it would do
+# next (finish, or be warned again) is what cases 2 and 3 already show.
+job=$(sbatch --parsable -n 2 --time=1 -o "$work/%j.out" "$root/slurm/train.sbatch" "$root/configs/tiny.yaml" "${cfg[@]}" \
+  --set train.steps=100000)
+run=$work/runs/slurm-$job
+for _ in $(seq 1200); do grep -q "requeueing job $job" "$work/$job.out" 2>/dev/null && break; sleep 0.1; done
+grep -q "requeueing job $job" "$work/$job.out" || fail "job $job was not warned and requeued within 120 s of its time limit"
+scontrol update "JobId=$job" TimeLimit=10 || fail "scontrol update of job $job's time limit"
+for _ in $(seq 600); do grep -q '^  restart_count: "\?1"\?' "$run/record.yaml" 2>/dev/null && break; sleep 0.1; done
+grep -q '^  restart_count: "\?1"\?' "$run/record.yaml" || fail "job $job did not restart after the time-limit warning"
+saved=$(sed -nE 's/^    resumed_from_step: ([0-9]+)$/\1/p' "$run/record.yaml" | tail -1)
+((saved > 0)) || { sed -n '/^attempts:/,$p' "$run/record.yaml"; fail "the second attempt did not resume from a checkpoint"; }
+first=$(sed -nE '/^attempts:/,$ s/^    exit_code: ([0-9]+)$/\1/p' "$run/record.yaml" | head -1)
+[[ $first == 3 ]] || { sed -n '/^attempts:/,$p' "$run/record.yaml"; fail "the first attempt exited ${first:-?}, not 3"; }
+scancel "$job"
+wait_state "$job" "CANCELLED" 60
+echo "ok: job $job with --time=1 was warned, saved step $saved, requeued itself and resumed from it"
 echo "all SLURM cases passed"

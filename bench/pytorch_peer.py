@@ -3,7 +3,7 @@
 under torch.compile with --compile; fp32, or bf16 autocast with --bf16).
 
 Same architecture and semantics as lib/moe (Hugging Face Mixtral): pre-RMSNorm, rotary
-embeddings (rotate-half), grouped-query causal attention, top-k router with float32 softmax and
+embeddings (rotate-half), grouped-query causal attention (scaled_dot_product_attention), top-k router with float32 softmax and
 renormalisation, stacked SwiGLU experts run per expert over tokens sorted by expert, Switch
 aux loss and router z-loss, AdamW. Written the way a PyTorch user would write it (no compile,
 no fused kernels), so the ratio measures what the C++ trainer buys over eager PyTorch; then the
@@ -40,9 +40,9 @@ def rotate_half(x):
 
 
 class Attention(nn.Module):
-    def __init__(self, d, n_heads, n_kv):
+    def __init__(self, d, n_heads, n_kv, manual=False):
         super().__init__()
-        self.h, self.g, self.hd = n_heads, n_kv, d // n_heads
+        self.h, self.g, self.hd, self.manual = n_heads, n_kv, d // n_heads, manual
         self.q_proj = nn.Linear(d, n_heads * self.hd, bias=False)
         self.k_proj = nn.Linear(d, n_kv * self.hd, bias=False)
         self.v_proj = nn.Linear(d, n_kv * self.hd, bias=False)
@@ -55,6 +55,11 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, S, self.g, self.hd).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
+        # PyTorch's fused attention, as Hugging Face's Mixtral uses by default (attn_implementation
+        # "sdpa"), and as moe-train uses; --manual-attention gives the materialised-scores form.
+        if not self.manual:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.h != self.g)
+            return self.o_proj(y.transpose(1, 2).reshape(B, S, -1))
         rep = self.h // self.g
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
@@ -122,7 +127,7 @@ class Block(nn.Module):
     def __init__(self, a, dense):
         super().__init__()
         self.input_layernorm = RMSNorm(a.d_model)
-        self.self_attn = Attention(a.d_model, a.heads, a.kv_heads)
+        self.self_attn = Attention(a.d_model, a.heads, a.kv_heads, getattr(a, "manual_attention", False))
         self.post_attention_layernorm = RMSNorm(a.d_model)
         self.mlp = (DenseMlp(a.d_model, a.top_k * a.ffn) if dense else
                     SparseMoe(a.d_model, a.ffn, a.experts, a.top_k, getattr(a, "expert_matrices", False)))
@@ -197,6 +202,8 @@ def main():
     p.add_argument("--dense", action="store_true", help="time the dense model instead")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 weights and optimizer)")
+    p.add_argument("--manual-attention", action="store_true",
+                   help="scores materialised (q k^T, mask, softmax, @ v) instead of scaled_dot_product_attention")
     p.add_argument("--repeats", type=int, default=3, help="fresh models timed; the median is reported")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()

@@ -50,12 +50,13 @@ double time_steps(const ModelConfig& cfg, const Shape& shape, int warmup, int st
 int main(int argc, char** argv) {
     CLI::App app{"MoE vs dense training throughput"};
     int steps = 20, warmup = 3, threads = 1;
-    bool json = false;
+    bool json = false, keep_memory = true;
     Shape shape;
     ModelConfig cfg;  // defaults: 4 layers, d 128, 8 experts top-2, F 256, vocab 256
     app.add_option("--steps", steps);
     app.add_option("--warmup", warmup);
     app.add_option("--threads", threads);
+    app.add_option("--keep-freed-memory", keep_memory, "glibc keeps freed memory (moe-train's setting; false: defaults)");
     app.add_option("--batch", shape.batch);
     app.add_option("--seq", shape.seq);
     app.add_option("--layers", cfg.n_layers);
@@ -65,6 +66,7 @@ int main(int argc, char** argv) {
     app.add_flag("--json", json);
     CLI11_PARSE(app, argc, argv);
     moe::set_compute_threads(threads);
+    if (keep_memory) moe::keep_freed_memory();  // as moe-train does
     cfg.max_seq_len = std::max(cfg.max_seq_len, shape.seq);
 
     ModelConfig dense = cfg;

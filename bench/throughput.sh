@@ -5,7 +5,9 @@
 # moe-train's MoE vs a dense model with the same active parameters. Every contender is pinned to
 # the same thread count and they run alternately, `rounds` times, so drifts in machine speed hit
 # all; medians are compared. Steady state only: warm-up steps (and torch.compile's compilation,
-# reported apart, cold on the first round: a fresh inductor cache) are not timed.
+# reported apart, cold on the first round: a fresh inductor cache) are not timed. The peers use
+# scaled_dot_product_attention, as moe-train does; "eager fp32, scores materialised" is the eager
+# peer with q k^T, mask, softmax and @ v written out, to show what the fused attention buys.
 #   bench/throughput.sh [--threads N] [--steps N] [--rounds N]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,6 +31,7 @@ results=()
 for ((round = 1; round <= rounds; ++round)); do
   results+=("moe-train $("$bin" --json --steps "$steps" --threads "$threads")")
   results+=("eager $(peer)")
+  results+=("eager-manual $(peer --manual-attention)")
   results+=("compile $(peer --compile)")
   results+=("eager-bf16 $(peer --bf16)")
   results+=("compile-bf16 $(peer --compile --bf16)")
@@ -48,7 +51,8 @@ print(f"model: 4 layers, d_model 128, 8 experts top-2 (F 256), vocab 256, batch 
       f"{steps} timed steps after 3 warm-up steps; medians of {len(runs['eager'])} alternating rounds")
 print(f"{'contender':34s} {'tokens/s':>9s}  {'moe-train / it':>14s}")
 print(f"{'moe-train MoE (fp32)':34s} {moe:9.1f}")
-for name, label in [("eager", "PyTorch eager fp32"), ("compile", "torch.compile fp32"),
+for name, label in [("eager", "PyTorch eager fp32"), ("eager-manual", "eager fp32, scores materialised"),
+                    ("compile", "torch.compile fp32"),
                     ("eager-bf16", "PyTorch eager bf16 autocast"), ("compile-bf16", "torch.compile bf16 autocast")]:
     tps = med(name)
     print(f"{label + ' (' + torch_version + ')':34s} {tps:9.1f}  {moe / tps:14.3f}")

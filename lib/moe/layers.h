@@ -34,15 +34,12 @@ struct AttentionWeights {
     torch::Tensor o_proj;  // [D, H*Hd]
 };
 
-// Causal grouped-query self-attention over x_BSD (already normalised). `causal_mask_SS` holds 0 on
-// and below the diagonal and -inf above it (built once per model).
+// Causal grouped-query self-attention over x_BSD (already normalised).
 torch::Tensor attention(const torch::Tensor& x_BSD, const AttentionWeights& w, int64_t n_heads, int64_t n_kv_heads,
-                        const RotaryTables& rope, const torch::Tensor& causal_mask_SS);
+                        const RotaryTables& rope);
 
 // SwiGLU MLP w2(silu(w1 x) * w3 x) with HF layouts w1, w3 [F, D], w2 [D, F]; x_ND any rows.
 torch::Tensor swiglu(const torch::Tensor& x_ND, const torch::Tensor& w1_FD, const torch::Tensor& w3_FD,
                      const torch::Tensor& w2_DF);
-
-torch::Tensor causal_mask(int64_t seq_len);
 
 }  // namespace moe

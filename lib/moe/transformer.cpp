@@ -42,7 +42,6 @@ MoeTransformer::MoeTransformer(const ModelConfig& cfg, std::shared_ptr<ExpertDis
     params_.finalize();
     initialise(seed);
     rope_ = RotaryTables::make(cfg_.max_seq_len, cfg_.head_dim(), cfg_.rope_theta);
-    causal_mask_SS_ = causal_mask(cfg_.max_seq_len);
 }
 
 void MoeTransformer::declare_parameters() {
@@ -116,8 +115,7 @@ torch::Tensor MoeTransformer::embed(const torch::Tensor& tokens_BS) const {
 torch::Tensor MoeTransformer::layer_forward(const LayerParams& lp, const torch::Tensor& h_BSD, MoeLayerStats* stats) {
     const double eps = cfg_.norm_eps;
     AttentionWeights aw{p(lp.q), p(lp.k), p(lp.v), p(lp.o)};
-    auto h = h_BSD + attention(rms_norm(h_BSD, p(lp.input_norm), eps), aw, cfg_.n_heads, cfg_.n_kv_heads, rope_,
-                               causal_mask_SS_);
+    auto h = h_BSD + attention(rms_norm(h_BSD, p(lp.input_norm), eps), aw, cfg_.n_heads, cfg_.n_kv_heads, rope_);
     auto x_BSD = rms_norm(h, p(lp.post_norm), eps);
     const auto B = x_BSD.size(0), S = x_BSD.size(1), D = x_BSD.size(2);
     auto x_TD = x_BSD.reshape({B * S, D});

@@ -84,7 +84,6 @@ class MoeTransformer {
     int64_t num_moe_layers_total_ = 0;
     double loss_scale_ = 1.0;
     RotaryTables rope_;
-    torch::Tensor causal_mask_SS_;
     std::vector<std::pair<int64_t, MoeLayerStats>> last_stats_;
 };
 

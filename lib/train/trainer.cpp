@@ -54,6 +54,7 @@ Trainer::Trainer(Config cfg, std::string command_line, RunOptions options, std::
       run_dir_(options_.run_dir),
       par_(parallel ? std::move(parallel) : ParallelContext::single(cfg_.model.moe.num_experts)) {
     set_compute_threads(cfg_.train.threads > 0 ? cfg_.train.threads : default_threads());
+    keep_freed_memory();
     const Mesh& mesh = par_->mesh;
     data_ = make_data_source(cfg_.data, cfg_.train.seq_len, cfg_.train.seed, mesh.replica, mesh.dp);
     if (data_->vocab_size() > cfg_.model.vocab_size)

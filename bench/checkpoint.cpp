@@ -14,7 +14,7 @@
 #include <filesystem>
 
 #include "moe/transformer.h"
-#include "optim/adamw.h"
+#include "optim/optimizer.h"
 #include "checkpoint/checkpoint.h"
 
 using namespace moe;
@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
 
     at::set_num_threads(1);
     MoeTransformer model(cfg, std::make_shared<LocalDispatcher>(cfg.moe.num_experts), 1);
-    AdamW opt(model.params(), OptimConfig{});
+    Optimizer opt(model.params(), OptimConfig{});
     CheckpointStore store(dir, 2, {"", "bench"});
     std::filesystem::remove_all(dir);
 

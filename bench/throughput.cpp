@@ -12,7 +12,7 @@
 #include <chrono>
 
 #include "moe/transformer.h"
-#include "optim/adamw.h"
+#include "optim/optimizer.h"
 #include "train/compute_threads.h"
 
 using namespace moe;
@@ -27,7 +27,7 @@ struct Shape {
 double time_steps(const ModelConfig& cfg, const Shape& shape, int warmup, int steps) {
     MoeTransformer model(cfg, std::make_shared<LocalDispatcher>(cfg.moe.num_experts), 1);
     OptimConfig ocfg;
-    AdamW opt(model.params(), ocfg);
+    Optimizer opt(model.params(), ocfg);
     auto gen = at::detail::createCPUGenerator(7);
     std::vector<double> times;
     for (int i = 0; i < warmup + steps; ++i) {

@@ -17,7 +17,6 @@
 #include "parallel/mpi_communicator.h"
 #include "parallel/parallel_context.h"
 #include "config/config.h"
-#include "config/features.h"
 #include "train/stop_signal.h"
 #include "train/trainer.h"
 
@@ -68,7 +67,6 @@ int main(int argc, char** argv) {
     };
     try {
         moe::Config cfg = moe::load_config(config_path, overrides);
-        moe::reject_unavailable_features(cfg);
         try {
             parallel = moe::ParallelContext::create(cfg.parallel, cfg.model.moe.num_experts);
         } catch (const moe::ConfigError& e) {   // the layout does not fit the launch: name the file too

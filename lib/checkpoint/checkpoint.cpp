@@ -81,7 +81,7 @@ void set_torch_rng_state(const std::vector<uint8_t>& bytes) {
     gen.set_state(t);
 }
 
-CheckpointSnapshot take_snapshot(const ParameterStore& params, AdamW& optimizer, const TrainingState& state) {
+CheckpointSnapshot take_snapshot(const ParameterStore& params, Optimizer& optimizer, const TrainingState& state) {
     torch::NoGradGuard no_grad;
     CheckpointSnapshot s;
     for (const auto& slot : tensor_slots(params)) {
@@ -182,6 +182,10 @@ std::string CheckpointStore::write_shard(const std::string& path, const Checkpoi
     f.set_attribute("/state/data", "next_sample", int64_t(s.state.data.next_sample));
     f.create_group("/state/schedule");
     f.set_attribute("/state/schedule", "step", s.state.step);
+    if (!s.sync_counters.empty()) {
+        f.create_group("/state/sync_counters");
+        for (const auto& [name, value] : s.sync_counters) f.set_attribute("/state/sync_counters", name, value);
+    }
     f.create_group("/state/counters");
     f.set_attribute("/state/counters", "tokens", s.state.tokens);
     f.set_attribute("/state/counters", "skipped_steps", s.state.skipped_steps);

@@ -20,12 +20,13 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "moe/model_config.h"
 #include "moe/parameter_store.h"
 #include "parallel/communicator.h"
-#include "optim/adamw.h"
+#include "optim/optimizer.h"
 #include "data/data_source.h"
 
 namespace moe {
@@ -63,6 +64,9 @@ struct CheckpointSnapshot {
     // The replica-sync strategy's state (compression: error buffers, Q factors, ranks), each
     // stored as /state/<name>; float32.
     std::vector<Named> sync_state;
+    // Its integer counters (asynchronous SGD: tokens merged, window position, ...), each stored
+    // as an int64 attribute of /state/sync_counters.
+    std::vector<std::pair<std::string, int64_t>> sync_counters;
     int64_t optimizer_steps = 0;
     TrainingState state;
 };
@@ -71,7 +75,7 @@ struct CheckpointSnapshot {
 std::vector<uint8_t> torch_rng_state();
 void set_torch_rng_state(const std::vector<uint8_t>& bytes);
 
-CheckpointSnapshot take_snapshot(const ParameterStore& params, AdamW& optimizer, const TrainingState& state);
+CheckpointSnapshot take_snapshot(const ParameterStore& params, Optimizer& optimizer, const TrainingState& state);
 
 // Per-tensor HF names and shapes of a store, with stacked experts expanded to one entry each.
 struct TensorSlot {
@@ -103,7 +107,7 @@ YAML::Node read_manifest(const std::string& dir);
 // the checkpoint's tensors and the model's are the same set (both ways), every dtype and shape
 // matches (checked before allocating), values are finite (second moments non-negative), storage
 // is inside the shard, and every counter is in range and consistent. Errors name file and dataset.
-void load_checkpoint(const std::string& dir, int64_t rank, ParameterStore& params, AdamW* optimizer,
+void load_checkpoint(const std::string& dir, int64_t rank, ParameterStore& params, Optimizer* optimizer,
                      TrainingState* state);
 
 // A tensor of the replica-sync state to load: /state/<name>, with `value`'s shape (copied into it).
@@ -111,15 +115,24 @@ struct SyncStateTensor {
     std::string name;
     torch::Tensor value;
 };
+// A counter of the replica-sync state to load: /state/sync_counters@<name>, in [lo, hi],
+// written to *value (a live counter of the strategy) only when everything loaded.
+struct SyncCounter {
+    std::string name;
+    int64_t* value;
+    int64_t lo = 0, hi = INT64_MAX;
+};
 // load_checkpoint plus the sync state, checked and committed with the rest. Returns false (and
-// leaves `sync_state` as it is) when the shard holds none: a run that starts compressing from
-// a checkpoint written without compression.
-bool load_checkpoint_with_sync_state(const std::string& dir, int64_t rank, ParameterStore& params, AdamW& optimizer,
-                                     TrainingState& state, const std::vector<SyncStateTensor>& sync_state);
+// leaves the tensors and counters as they are) when the shard holds none of it: a run that
+// starts compressing from a checkpoint written without compression. The shard holds the state
+// when it has /state/<first segment of the first tensor's name>.
+bool load_checkpoint_with_sync_state(const std::string& dir, int64_t rank, ParameterStore& params, Optimizer& optimizer,
+                                     TrainingState& state, const std::vector<SyncStateTensor>& sync_state,
+                                     const std::vector<SyncCounter>& sync_counters = {});
 // The same from several shards: each tensor is read from the first shard that holds it (an
 // expert-parallel checkpoint spreads the experts over the shards); state from the first.
 void load_checkpoint_shards(const std::string& dir, const std::vector<int64_t>& ranks, ParameterStore& params,
-                            AdamW* optimizer, TrainingState* state);
+                            Optimizer* optimizer, TrainingState* state);
 
 class CheckpointStore {
    public:

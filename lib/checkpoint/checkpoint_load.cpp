@@ -13,7 +13,7 @@ namespace moe {
 
 using namespace checkpoint_detail;
 
-void load_checkpoint(const std::string& dir, int64_t rank, ParameterStore& params, AdamW* optimizer,
+void load_checkpoint(const std::string& dir, int64_t rank, ParameterStore& params, Optimizer* optimizer,
                      TrainingState* state) {
     load_checkpoint_shards(dir, {rank}, params, optimizer, state);
 }
@@ -51,24 +51,27 @@ std::map<std::string, Hdf5File*> names_under(std::vector<Hdf5File>& files, const
 }  // namespace
 
 namespace {
-bool load_shards(const std::string& dir, const std::vector<int64_t>& ranks, ParameterStore& params, AdamW* optimizer,
-                 TrainingState* state, const std::vector<SyncStateTensor>& sync_state);
+bool load_shards(const std::string& dir, const std::vector<int64_t>& ranks, ParameterStore& params, Optimizer* optimizer,
+                 TrainingState* state, const std::vector<SyncStateTensor>& sync_state,
+                 const std::vector<SyncCounter>& sync_counters);
 }
 
 void load_checkpoint_shards(const std::string& dir, const std::vector<int64_t>& ranks, ParameterStore& params,
-                            AdamW* optimizer, TrainingState* state) {
-    load_shards(dir, ranks, params, optimizer, state, {});
+                            Optimizer* optimizer, TrainingState* state) {
+    load_shards(dir, ranks, params, optimizer, state, {}, {});
 }
 
-bool load_checkpoint_with_sync_state(const std::string& dir, int64_t rank, ParameterStore& params, AdamW& optimizer,
-                                     TrainingState& state, const std::vector<SyncStateTensor>& sync_state) {
-    return load_shards(dir, {rank}, params, &optimizer, &state, sync_state);
+bool load_checkpoint_with_sync_state(const std::string& dir, int64_t rank, ParameterStore& params, Optimizer& optimizer,
+                                     TrainingState& state, const std::vector<SyncStateTensor>& sync_state,
+                                     const std::vector<SyncCounter>& sync_counters) {
+    return load_shards(dir, {rank}, params, &optimizer, &state, sync_state, sync_counters);
 }
 
 namespace {
 
-bool load_shards(const std::string& dir, const std::vector<int64_t>& ranks, ParameterStore& params, AdamW* optimizer,
-                 TrainingState* state, const std::vector<SyncStateTensor>& sync_state) {
+bool load_shards(const std::string& dir, const std::vector<int64_t>& ranks, ParameterStore& params, Optimizer* optimizer,
+                 TrainingState* state, const std::vector<SyncStateTensor>& sync_state,
+                 const std::vector<SyncCounter>& sync_counters) {
     MOE_CHECK(!ranks.empty(), "{}: no shard to load", dir);
     std::vector<Hdf5File> files;
     for (int64_t rank : ranks) {
@@ -139,10 +142,14 @@ bool load_shards(const std::string& dir, const std::vector<int64_t>& ranks, Para
     }
 
     // The sync state (one shard: every rank saves its own), all of it or none.
-    const bool has_sync_state = !sync_state.empty() && files.front().exists("/state/compress");
+    const bool has_sync_state = !sync_state.empty() &&
+                                files.front().exists("/state/" + sync_state.front().name.substr(0, sync_state.front().name.find('/')));
+    std::vector<int64_t> counter_values;
     if (has_sync_state) {
         for (const auto& t : sync_state)
             stage_from(&files.front(), "/state/" + t.name, "/state/" + t.name, t.value.sizes().vec(), t.value, false);
+        for (const auto& c : sync_counters)
+            counter_values.push_back(counter(files.front(), "/state/sync_counters", c.name, c.lo, c.hi));
     }
 
     // 3. The training state, every counter in range and consistent (the optimizer stepped on
@@ -177,6 +184,7 @@ bool load_shards(const std::string& dir, const std::vector<int64_t>& ranks, Para
 
     // 4. Commit.
     for (auto& s : staged) s.dst.copy_(s.value);
+    for (size_t i = 0; i < counter_values.size(); ++i) *sync_counters[i].value = counter_values[i];
     if (optimizer) optimizer->set_step_count(optimizer_steps);
     if (state) *state = st;
     return has_sync_state;

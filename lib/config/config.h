@@ -26,6 +26,7 @@ struct Config {
     ParallelConfig parallel;
     CompressConfig compress;
     AsyncConfig async;
+    SimulateConfig simulate;
 
     std::string source_path;             // the YAML file it came from
     std::vector<std::string> overrides;  // --set key=value, in order

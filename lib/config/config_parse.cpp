@@ -219,6 +219,31 @@ void check_cross_fields(const Config& c, const std::map<std::string, std::string
     if (!(z.min_rank <= z.rank && z.rank <= z.max_rank))
         fail("compress.rank", "compress.min_rank",
              fmt::format("need min_rank <= rank <= max_rank, got {} <= {} <= {}", z.min_rank, z.rank, z.max_rank));
+    const auto& a = c.async;
+    const int64_t replicas = c.parallel.ep > 0 ? c.parallel.dp / c.parallel.ep : c.parallel.dp;
+    if (a.enabled && replicas < 2)
+        fail("async.enabled", "parallel.dp",
+             fmt::format("asynchronous SGD runs across model replicas, but dp / ep = {} / {} = {} (nothing to be "
+                         "asynchronous across: raise dp)", c.parallel.dp, c.parallel.ep, replicas));
+    if (a.enabled && c.compress.enabled)
+        fail("async.enabled", "compress.enabled",
+             "the pseudo-gradient through the compressor is not available yet (turn one of the two off)");
+    // Resumable checkpoints need windows of a fixed number of steps (wall-clock windows do not
+    // repeat) and a step end with no merge in flight (windows of 1 step always have one, unless
+    // each merge blocks).
+    if (a.enabled && c.checkpoint.every > 0 && a.window_steps == 0)
+        fail("async.window_steps", "checkpoint.every",
+             fmt::format("periodic checkpoints of an asynchronous run need step windows (async.window_steps > 0); "
+                         "with wall-clock windows only the final anchor is saved (checkpoint.every = {}: use 0)",
+                         c.checkpoint.every));
+    if (a.enabled && c.checkpoint.every > 0 && a.window_steps == 1 && !a.blocking)
+        fail("async.window_steps", "checkpoint.every",
+             "windows of 1 step always have a merge in flight, so no step can be saved: use async.blocking, "
+             "longer windows or checkpoint.every = 0");
+    if (!c.simulate.slowdown.empty() && int64_t(c.simulate.slowdown.size()) != replicas)
+        fail("simulate.slowdown", "parallel.dp",
+             fmt::format("{} factors, but there are dp / ep = {} model replicas (one factor each)",
+                         c.simulate.slowdown.size(), replicas));
     if (z.energy_low >= z.energy_high)
         fail("compress.energy_low", "compress.energy_high",
              fmt::format("energy_low {} must be below energy_high {}", z.energy_low, z.energy_high));

@@ -114,6 +114,29 @@ ConfigField enum_field(std::string path, Get get, std::vector<std::pair<std::str
                        }};
 }
 
+// simulate.slowdown: factors >= 1, one per model replica.
+template <typename Get>
+ConfigField slowdown_list_field(std::string path, Get get) {
+    const std::string kind = "a list of numbers >= 1";
+    return ConfigField{std::move(path), kind,
+                       [get, kind](Config& c, const YAML::Node& n, const Fail& fail) {
+                           if (!n.IsSequence() && !n.IsNull()) fail(kind);
+                           std::vector<double> out;
+                           for (const auto& item : n) {
+                               double v = 0;
+                               if (!parse_real(item, &v) || v < 1 || v > 1e3) fail(kind + " (at most 1000)");
+                               out.push_back(v);
+                           }
+                           get(c) = out;
+                       },
+                       [get](const Config& c) {
+                           YAML::Node n(YAML::NodeType::Sequence);
+                           for (double v : get(const_cast<Config&>(c))) n.push_back(v);
+                           n.SetStyle(YAML::EmitterStyle::Flow);
+                           return n;
+                       }};
+}
+
 template <typename Get>
 ConfigField int_list_field(std::string path, Get get) {
     const std::string kind = "a list of positive integers";
@@ -178,6 +201,8 @@ std::vector<ConfigField> build_schema() {
         real_field("data.synthetic.concentration", FIELD(data.synthetic.concentration), 0, Bound::open),
         int_field("data.synthetic.seed", FIELD(data.synthetic.seed), 0),
 
+        enum_field<OptimizerKind>("optim.name", FIELD(optim.name),
+                                  {{"adamw", OptimizerKind::adamw}, {"sgd", OptimizerKind::sgd}}),
         real_field("optim.lr", FIELD(optim.lr), 0, Bound::open),
         real_field("optim.min_lr_ratio", FIELD(optim.min_lr_ratio), 0, Bound::closed, 1, Bound::closed),
         int_field("optim.warmup_steps", FIELD(optim.warmup_steps), 0),
@@ -185,6 +210,7 @@ std::vector<ConfigField> build_schema() {
         real_field("optim.beta1", FIELD(optim.beta1), 0, Bound::closed, 1, Bound::open),
         real_field("optim.beta2", FIELD(optim.beta2), 0, Bound::closed, 1, Bound::open),
         real_field("optim.eps", FIELD(optim.eps), 0, Bound::open),
+        real_field("optim.momentum", FIELD(optim.momentum), 0, Bound::closed, 1, Bound::open),
         real_field("optim.grad_clip", FIELD(optim.grad_clip), 0, Bound::closed),
 
         int_field("train.steps", FIELD(train.steps), 1),
@@ -228,10 +254,13 @@ std::vector<ConfigField> build_schema() {
 
         bool_field("async.enabled", FIELD(async.enabled)),
         real_field("async.window_seconds", FIELD(async.window_seconds), 0, Bound::open),
+        int_field("async.window_steps", FIELD(async.window_steps), 0),
         real_field("async.outer_lr", FIELD(async.outer_lr), 0, Bound::open),
         real_field("async.outer_momentum", FIELD(async.outer_momentum), 0, Bound::closed, 1, Bound::open),
         real_field("async.staleness_alpha", FIELD(async.staleness_alpha), 0, Bound::closed),
         bool_field("async.blocking", FIELD(async.blocking)),
+
+        slowdown_list_field("simulate.slowdown", FIELD(simulate.slowdown)),
     };
     (void)kMax;
 }

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace moe {
 
@@ -21,6 +22,13 @@ struct TrainConfig {
     int64_t max_bad_steps = 5;    // abort after this many consecutive NaN/Inf losses
     std::string run_dir = "runs"; // records go to <run_dir>/<run_id>/
     std::string run_id;           // empty = generated from time and config hash
+};
+
+// Injected heterogeneity for tests and benchmarks (`simulate:`), never on by default: model
+// replica i sleeps (slowdown[i] - 1) x its compute time after every step, in every mode, so a
+// synchronous baseline meets the same straggler. Empty: no replica is slowed.
+struct SimulateConfig {
+    std::vector<double> slowdown;
 };
 
 struct CheckpointConfig {

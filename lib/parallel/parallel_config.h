@@ -23,6 +23,8 @@ struct ParallelConfig {
 struct AsyncConfig {
     bool enabled = false;
     double window_seconds = 10.0;  // T: wall-clock length of one inner window
+    int64_t window_steps = 0;      // > 0: windows of this many inner steps instead (lock-step DiLoCo;
+                                   // deterministic, so runs repeat bit for bit)
     double outer_lr = 0.7;         // DiLoCo outer Nesterov SGD
     double outer_momentum = 0.9;
     double staleness_alpha = 0.5;  // gamma(tau) = 1 / (1 + tau)^alpha

@@ -15,6 +15,7 @@ std::shared_ptr<ParallelContext> ParallelContext::single(int64_t num_experts) {
     ctx->data = make_self_communicator("data");
     ctx->expert = make_self_communicator("expert");
     ctx->expert_data = make_self_communicator("expert-data");
+    ctx->model_replica = make_self_communicator("model-replica");
     return ctx;
 }
 
@@ -44,6 +45,7 @@ std::shared_ptr<ParallelContext> ParallelContext::create(const ParallelConfig& c
     ctx->data = ctx->world->split(int(m.stage), int(m.replica), "data");
     ctx->expert = ctx->world->split(int(m.stage * m.dp + m.replica / m.ep), int(m.expert_rank), "expert");
     ctx->expert_data = ctx->world->split(int(m.stage * m.ep + m.expert_rank), int(m.replica), "expert-data");
+    ctx->model_replica = ctx->world->split(int(m.replica / m.ep), int(m.expert_rank * m.pp + m.stage), "model-replica");
     return ctx;
 }
 

@@ -15,6 +15,9 @@ namespace moe {
 struct ParallelContext {
     Mesh mesh;
     std::unique_ptr<Communicator> world, pipeline, data, expert, expert_data;
+    // The pp x ep ranks that together hold one whole model (one pipeline of one expert group):
+    // the unit of asynchrony of time-dilated SGD, whose ranks agree on every inner step.
+    std::unique_ptr<Communicator> model_replica;
 
     bool is_root() const { return mesh.rank == 0; }
 

@@ -66,6 +66,27 @@ YAML::Node summary_node(const RunSummary& s) {
         n["entropy_bound"] = *s.entropy_bound;
         if (s.final_eval_loss) n["eval_loss_over_bound"] = *s.final_eval_loss / *s.entropy_bound;
     }
+    if (!s.async_replicas.empty()) {
+        YAML::Node replicas(YAML::NodeType::Sequence);
+        for (const auto& r : s.async_replicas) {
+            YAML::Node row;
+            row["replica"] = r.replica;
+            row["simulated_slowdown"] = r.slowdown;
+            row["inner_steps"] = r.inner_steps;
+            row["tokens"] = r.tokens;
+            row["windows"] = r.windows;
+            row["merges"] = r.merges;
+            row["mean_staleness"] = r.mean_staleness;
+            row["max_staleness"] = r.max_staleness;
+            row["discarded_steps"] = r.discarded_steps;
+            row["outer_seconds"] = r.outer_seconds;
+            row["wait_seconds"] = r.wait_seconds;
+            row["bytes_sent"] = r.bytes_sent;
+            row["anchor_digest"] = r.anchor_digest;
+            replicas.push_back(row);
+        }
+        n["async_replicas"] = replicas;
+    }
     return n;
 }
 

@@ -56,6 +56,25 @@ struct ExpertLoad {
     double dropped_fraction = 0; // assignments dropped by capacity / routed
 };
 
+// Time-dilated asynchronous SGD: one model replica's share of the run.
+struct AsyncReplicaSummary {
+    int64_t replica = 0;
+    double slowdown = 1;           // simulate.slowdown's factor (injected heterogeneity)
+    int64_t inner_steps = 0;
+    int64_t tokens = 0;            // tokens this model replica trained on
+    int64_t windows = 0;           // windows it ended (merges it launched)
+    int64_t merges = 0;            // merges it applied
+    double mean_staleness = 0;     // inner steps taken between a merge's launch and its use
+    int64_t max_staleness = 0;
+    int64_t discarded_steps = 0;   // inner steps after the last merge's launch (the run ended there)
+    double outer_seconds = 0;      // outer steps and rebases
+    double wait_seconds = 0;       // time spent waiting for merges (not overlapped)
+    int64_t bytes_sent = 0;        // its ranks' contributions to the outer exchanges
+    // FNV-1a over the anchor's bytes after every merge, chained (and over its ranks): equal on
+    // two replicas exactly when their anchors were bitwise equal after each merge.
+    std::string anchor_digest;
+};
+
 struct RunSummary {
     int64_t steps = 0;             // steps taken (optimizer steps + skipped ones)
     int64_t optimizer_steps = 0;
@@ -71,6 +90,7 @@ struct RunSummary {
     std::optional<double> final_eval_loss, final_eval_perplexity, final_eval_bits_per_byte;
     std::vector<ExpertLoad> expert_load;
     std::optional<double> entropy_bound;
+    std::vector<AsyncReplicaSummary> async_replicas;   // empty unless async.enabled
 };
 
 class RunRecord {

@@ -2,17 +2,48 @@
 
 #include "compress/low_rank_compressor.h"
 #include "parallel/grad_sync.h"
+#include "train/time_dilated_sync.h"
 
 namespace moe {
 
 namespace {
 
+// The clock of strategies whose replicas take every step together: the run ends after
+// train.steps steps, a stop on any rank stops every rank after the same step (one tiny
+// all-reduce over the world per step), checkpoints every checkpoint.every steps.
+class StepLockedReplicaSync : public ReplicaSync {
+   public:
+    StepLockedReplicaSync(const Config& cfg, ParallelContext& par)
+        : steps_(cfg.train.steps), every_(cfg.checkpoint.every), par_(par) {}
+
+    Communicator& step_group() override { return *par_.data; }
+    bool finished_at(int64_t steps_done) const override { return steps_done >= steps_; }
+    StepOutcome end_step(int64_t steps_done, bool signalled, bool stop_after_reached) override {
+        StepOutcome o;
+        o.finished = finished_at(steps_done);
+        bool stop = signalled;
+        if (par_.world->size() > 1) {
+            auto flag = torch::tensor({int64_t(signalled)});
+            par_.world->all_reduce(flag, ReduceOp::max);
+            stop = flag.item<int64_t>() != 0;
+        }
+        o.stop = stop || (stop_after_reached && !o.finished);   // --stop-after is the same count everywhere
+        o.save = every_ > 0 && steps_done % every_ == 0;
+        return o;
+    }
+
+   private:
+    int64_t steps_, every_;
+    ParallelContext& par_;
+};
+
 // Synchronous data parallelism: dense gradients averaged over the data group, expert gradients
 // over the expert-data group, in buckets started by autograd hooks while backward runs.
-class PlainReplicaSync final : public ReplicaSync {
+class PlainReplicaSync final : public StepLockedReplicaSync {
    public:
     PlainReplicaSync(const Config& cfg, ParameterStore& params, ParallelContext& par)
-        : sync_(params, *par.data, *par.expert_data, cfg.parallel.bucket_mb, cfg.parallel.overlap_grad_sync) {}
+        : StepLockedReplicaSync(cfg, par),
+          sync_(params, *par.data, *par.expert_data, cfg.parallel.bucket_mb, cfg.parallel.overlap_grad_sync) {}
 
     void before_last_backward() override { sync_.arm(); }
     void after_backward() override { sync_.start_remaining(); }
@@ -32,10 +63,11 @@ class PlainReplicaSync final : public ReplicaSync {
 // gradients over the expert-data group (both divided by dp, as the plain sync does). Nothing
 // overlaps backward (P needs a matrix's whole gradient plus its error); inside the exchange the
 // flat part travels while P and Q are computed.
-class CompressedReplicaSync final : public ReplicaSync {
+class CompressedReplicaSync final : public StepLockedReplicaSync {
    public:
     CompressedReplicaSync(const Config& cfg, ParameterStore& params, ParallelContext& par)
-        : dense_(cfg.compress, params, ParamGroup::dense, *par.data, double(par.mesh.dp)),
+        : StepLockedReplicaSync(cfg, par),
+          dense_(cfg.compress, params, ParamGroup::dense, *par.data, double(par.mesh.dp)),
           expert_(cfg.compress, params, ParamGroup::expert, *par.expert_data, double(par.mesh.dp)) {}
 
     void before_last_backward() override {}
@@ -86,6 +118,7 @@ class CompressedReplicaSync final : public ReplicaSync {
 }  // namespace
 
 std::unique_ptr<ReplicaSync> make_replica_sync(const Config& cfg, ParameterStore& params, ParallelContext& par) {
+    if (cfg.async.enabled) return make_time_dilated_sync(cfg, params, par);
     if (cfg.compress.enabled) return std::make_unique<CompressedReplicaSync>(cfg, params, par);
     return std::make_unique<PlainReplicaSync>(cfg, params, par);
 }

@@ -15,9 +15,13 @@ StageModel build_stage_model(const Config& cfg, ParallelContext& par) {
     } else {
         dispatcher = std::make_shared<LocalDispatcher>(cfg.model.moe.num_experts);
     }
-    const bool global_stats = cfg.model.moe.aux_loss_scope == AuxLossScope::global && mesh.dp > 1;
-    // Global aux-loss scope: router statistics summed over all replicas (the global batch).
-    if (global_stats) dispatcher = std::make_shared<GroupStatsDispatcher>(dispatcher, *par.data);
+    const bool global_stats =
+        cfg.model.moe.aux_loss_scope == AuxLossScope::global && (cfg.async.enabled ? mesh.ep > 1 : mesh.dp > 1);
+    // Global aux-loss scope: router statistics summed over all replicas (the global batch); in
+    // asynchronous mode over the model replica's expert group only, since nothing may couple
+    // model replicas every step.
+    if (global_stats)
+        dispatcher = std::make_shared<GroupStatsDispatcher>(dispatcher, cfg.async.enabled ? *par.expert : *par.data);
     sm.all_ranks_evaluate = mesh.ep > 1 || mesh.pp > 1 || global_stats;
 
     const StageLayers layers = stage_layers(cfg.model.n_layers, mesh.pp, cfg.parallel.partition, mesh.stage);

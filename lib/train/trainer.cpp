@@ -68,7 +68,7 @@ Trainer::Trainer(Config cfg, std::string command_line, RunOptions options, std::
     const ScheduleKind kind = mesh.pp == 1 ? ScheduleKind::one_f_one_b : cfg_.parallel.schedule;
     executor_ = std::make_unique<PipelineExecutor>(*stage_.model, *par_->pipeline,
                                                    make_schedule(kind, int(mesh.pp), int(cfg_.train.micro_batches)));
-    optimizer_ = std::make_unique<AdamW>(stage_.model->params(), cfg_.optim);
+    optimizer_ = std::make_unique<Optimizer>(stage_.model->params(), cfg_.optim);
     sync_ = make_replica_sync(cfg_, stage_.model->params(), *par_);
     entropy_bound_ = data_->entropy_bound(cfg_.train.eval_batches, cfg_.train.batch_size);
 
@@ -84,7 +84,7 @@ Trainer::Trainer(Config cfg, std::string command_line, RunOptions options, std::
 
 StepResult Trainer::train_step(int64_t step) {
     StepResult r;
-    r.lr = learning_rate(cfg_.optim, step, cfg_.train.steps);
+    r.lr = learning_rate(cfg_.optim, sync_->schedule_step(step), cfg_.train.steps);
     ParameterStore& params = stage_.model->params();
     params.zero_grads();
     if (stage_.a2a) stage_.a2a->reset_stats();
@@ -100,20 +100,13 @@ StepResult Trainer::train_step(int64_t step) {
         r.a2a_seconds = stage_.a2a->stats().seconds;
         r.a2a_bytes = stage_.a2a->stats().bytes;
     }
-    tokens_seen_ += cfg_.train.batch_size * cfg_.train.seq_len * par_->mesh.dp;
+    tokens_seen_ += cfg_.train.batch_size * cfg_.train.seq_len * sync_->step_group().size();
 
     // Replica sync, also on a skipped step: its exchanges are in flight on every rank.
     torch::NoGradGuard no_grad;
     const bool skip = !std::isfinite(r.loss);   // every rank agrees: the loss was reduced
     sync_->finish_gradients(step, skip);
-    const SyncStats sync = sync_->last_step();
-    r.comm_seconds = sync.seconds;
-    r.comm_bytes = sync.bytes;
-    r.plain_comm_bytes = sync.plain_bytes;
-    r.compress_energy = sync.energy;
-    r.compress_rank = sync.mean_rank;
-    comm_bytes_total_ += sync.bytes;
-    plain_comm_bytes_total_ += sync.plain_bytes;
+    take_sync_stats(r);
     if (skip) {
         r.skipped = true;
         ++skipped_steps_;
@@ -136,17 +129,33 @@ StepResult Trainer::train_step(int64_t step) {
     return r;
 }
 
+void Trainer::take_sync_stats(StepResult& r) const {
+    const SyncStats sync = sync_->last_step();
+    r.comm_seconds = sync.seconds;
+    r.comm_bytes = sync.bytes;
+    r.plain_comm_bytes = sync.plain_bytes;
+    r.compress_energy = sync.energy;
+    r.compress_rank = sync.mean_rank;
+}
+
+void Trainer::simulate_slowdown(double compute_seconds) const {
+    if (cfg_.simulate.slowdown.empty()) return;
+    const double f = cfg_.simulate.slowdown.at(size_t(par_->mesh.replica / par_->mesh.ep));
+    if (f > 1 && compute_seconds > 0)
+        std::this_thread::sleep_for(std::chrono::duration<double>((f - 1) * compute_seconds));
+}
+
 void Trainer::reduce_step_scalars(const PipelineStepOutput& out, StepResult& r) {
     // The loss lives on the last stage and each stage holds its MoE layers' terms, so they add up
-    // over the pipeline; then the mean over the replicas (their batches are equal in size, so the
-    // mean of the means is the mean over the global batch).
+    // over the pipeline; then the mean over the replicas that step together (their batches are
+    // equal in size, so the mean of the means is the mean over their batch).
     auto scalars = torch::tensor({out.loss, out.aux_loss_sum, out.z_loss_sum, double(out.routed), double(out.dropped),
                                   double(out.moe_layers)},
                                  torch::kFloat64);
     if (par_->pipeline->size() > 1) par_->pipeline->all_reduce(scalars);
-    if (par_->data->size() > 1) {
-        par_->data->all_reduce(scalars);
-        scalars.mul_(1.0 / double(par_->data->size()));
+    if (Communicator& group = sync_->step_group(); group.size() > 1) {
+        group.all_reduce(scalars);
+        scalars.mul_(1.0 / double(group.size()));
     }
     const double moe_layers = scalars[5].item<double>();
     r.loss = scalars[0].item<double>();
@@ -184,13 +193,6 @@ double Trainer::pipeline_bubble(const PipelineStepOutput& out) {
     return shares.mean().item<double>();
 }
 
-bool Trainer::any_rank_stop_requested() const {
-    if (par_->world->size() == 1) return stop_requested();
-    auto flag = torch::tensor({int64_t(stop_requested())});
-    par_->world->all_reduce(flag, ReduceOp::max);   // all ranks stop after the same step
-    return flag.item<int64_t>() != 0;
-}
-
 EvalResult Trainer::evaluate_now() {
     return evaluate(*stage_.model, *data_, cfg_.train.eval_batches, cfg_.train.batch_size,
                     par_->pipeline->size() > 1 ? par_->pipeline.get() : nullptr);
@@ -211,8 +213,9 @@ int Trainer::run() {
         }
         throw;
     }
-    // A checkpoint is never relabelled: one already past train.steps is left as it is.
-    if (first_step_ > cfg_.train.steps)
+    // A checkpoint is never relabelled: one already past train.steps is left as it is. (An
+    // asynchronous run counts its budget in merged tokens: its replicas may pass train.steps.)
+    if (first_step_ > cfg_.train.steps && !cfg_.async.enabled)
         throw ConfigError(fmt::format("train.steps: {}, but {} is already at step {}; nothing was changed (raise "
                                       "train.steps to continue it, or --resume never to start over) ({})",
                                       cfg_.train.steps, resumed_from, first_step_, cfg_.source_path));
@@ -224,37 +227,43 @@ int Trainer::run() {
     std::string stop_reason;
     try {
         open_metrics(resumed_from);
-        for (int64_t step = first_step_; step < cfg_.train.steps; ++step) {
+        bool finished = sync_->finished_at(first_step_);
+        for (int64_t step = first_step_; !finished; ++step) {
             auto t0 = Clock::now();
             StepResult r = train_step(step);
+            simulate_slowdown(seconds_since(t0) - r.comm_seconds);
             steps_done_ = step + 1;
+            const bool stop_after = options_.stop_after > 0 && steps_done_ >= options_.stop_after;
+            const StepOutcome next = sync_->end_step(steps_done_, stop_requested(), stop_after);
+            take_sync_stats(r);   // end_step may have exchanged more (a window's merge)
+            comm_bytes_total_ += r.comm_bytes;
+            plain_comm_bytes_total_ += r.plain_comm_bytes;
+            finished = next.finished;
             const double dt = seconds_since(t0);
             train_seconds_ += dt;
             last_step_ = r;
 
             std::optional<double> eval_loss;
-            const bool last = step + 1 == cfg_.train.steps;
-            if (evaluates && (last || (cfg_.train.eval_every > 0 && (step + 1) % cfg_.train.eval_every == 0))) {
+            if (evaluates && (finished || (cfg_.train.eval_every > 0 && (step + 1) % cfg_.train.eval_every == 0))) {
                 last_eval_ = evaluate_now();
                 eval_loss = last_eval_->loss;
             }
             log_step(step, r, dt, eval_loss);
             progress.update(step + 1, r.loss, double(tokens_seen_) / train_seconds_, eval_loss, r.skipped);
 
-            if (any_rank_stop_requested())
-                stop_reason = stop_signal() ? fmt::format("signal {} ({})", stop_signal(), strsignal(stop_signal()))
-                                            : "a signal to another rank";
-            else if (options_.stop_after > 0 && step + 1 >= options_.stop_after && !last)
-                stop_reason = fmt::format("--stop-after {}", options_.stop_after);
+            if (next.stop)
+                stop_reason = stop_signal()  ? fmt::format("signal {} ({})", stop_signal(), strsignal(stop_signal()))
+                              : stop_after ? fmt::format("--stop-after {}", options_.stop_after)
+                                           : "a signal to another rank";
             if (!stop_reason.empty()) {
                 save_checkpoint(store, /*wait=*/true);
                 break;
             }
-            if (cfg_.checkpoint.every > 0 && steps_done_ % cfg_.checkpoint.every == 0)
-                save_checkpoint(store, /*wait=*/last);
+            if (next.save) save_checkpoint(store, /*wait=*/finished);
         }
         if (stop_reason.empty() && cfg_.checkpoint.save_final) save_checkpoint(store, true);
         store.wait();
+        async_replicas_ = sync_->replica_summaries();
         if (!last_eval_ && stop_reason.empty() && evaluates) last_eval_ = evaluate_now();   // resumed a finished run
         progress.finish();
     } catch (const std::exception& e) {

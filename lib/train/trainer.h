@@ -17,7 +17,7 @@
 #include "checkpoint/checkpoint.h"
 #include "config/config.h"
 #include "data/data_source.h"
-#include "optim/adamw.h"
+#include "optim/optimizer.h"
 #include "parallel/parallel_context.h"
 #include "record/metrics_log.h"
 #include "record/run_record.h"
@@ -93,8 +93,10 @@ class Trainer {
     double global_grad_norm();
     // The idle share of this step on every stage (pipeline group), averaged; kept per stage for the record.
     double pipeline_bubble(const PipelineStepOutput& out);
-    // A stop signal on any rank stops every rank after the same step.
-    bool any_rank_stop_requested() const;
+    // The step's exchange figures from the replica sync into `r`.
+    void take_sync_stats(StepResult& r) const;
+    // simulate.slowdown: this model replica sleeps (f - 1) x the step's compute time.
+    void simulate_slowdown(double compute_seconds) const;
 
     // --- trainer_checkpoint.cpp ---
     CheckpointIdentity checkpoint_identity() const;
@@ -124,7 +126,7 @@ class Trainer {
     std::unique_ptr<DataSource> data_;
     StageModel stage_;
     std::unique_ptr<PipelineExecutor> executor_;
-    std::unique_ptr<AdamW> optimizer_;
+    std::unique_ptr<Optimizer> optimizer_;
     std::unique_ptr<ReplicaSync> sync_;
     std::unique_ptr<RunRecord> record_;     // rank 0
     std::unique_ptr<MetricsLog> metrics_;   // rank 0
@@ -144,6 +146,7 @@ class Trainer {
     std::optional<StepResult> last_step_;
     std::optional<EvalResult> last_eval_;
     std::optional<double> entropy_bound_;
+    std::vector<AsyncReplicaSummary> async_replicas_;   // time-dilated SGD, after the loop
 };
 
 }  // namespace moe

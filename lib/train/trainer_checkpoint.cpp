@@ -48,6 +48,12 @@ std::string Trainer::resume(CheckpointStore& store) {
     for (size_t at = 0, nl; (nl = joined.find('\n', at)) != std::string::npos; at = nl + 1)
         candidates.push_back(joined.substr(at, nl - at));
     if (candidates.empty()) return "";
+    if (!sync_->resumable())
+        throw ConfigError(fmt::format("async.window_seconds: an asynchronous run with wall-clock windows cannot be "
+                                      "resumed (they do not repeat; use async.window_steps), and {} holds checkpoints "
+                                      "(its newest: {}, the anchor; moe-eval reads it); use --resume never or another "
+                                      "--run-dir to start over ({})",
+                                      store.root(), candidates.front(), cfg_.source_path));
 
     // The shard holding this rank's experts: written by the rank of the first expert group with
     // the same expert shard and stage (rank 0 when there is no expert parallelism).
@@ -64,7 +70,7 @@ std::string Trainer::resume(CheckpointStore& store) {
         std::string why;
         try {
             sync_state_found =
-                load_checkpoint_with_sync_state(dir, shard, stage_.model->params(), *optimizer_, st, sync_state);
+                load_checkpoint_with_sync_state(dir, shard, stage_.model->params(), *optimizer_, st, sync_state, sync_->counters());
             if (sync_state_found) sync_->state_loaded();
         } catch (const std::exception& e) {
             why = e.what();
@@ -88,7 +94,8 @@ std::string Trainer::resume(CheckpointStore& store) {
                                "loaded (every tensor's name, dtype and shape matched)\n", dir, hash,
                        model_config_hash(cfg_));
         if (!sync_state.empty() && !sync_state_found && par_->is_root())
-            fmt::print(stderr, "moe-train: note: {} holds no compression state; error buffers start at zero\n", dir);
+            fmt::print(stderr, "moe-train: note: {} holds no replica-sync state ({}); it starts afresh\n", dir,
+                       sync_state.front().name);
         first_step_ = steps_done_ = last_saved_step_ = st.step;
         tokens_seen_ = st.tokens;
         skipped_steps_ = st.skipped_steps;
@@ -116,10 +123,11 @@ TrainingState Trainer::training_state() const {
 
 void Trainer::add_sync_state(CheckpointSnapshot& snapshot) {
     for (const auto& t : sync_->state()) snapshot.sync_state.push_back({t.name, t.value.clone().contiguous()});
+    for (const auto& c : sync_->counters()) snapshot.sync_counters.emplace_back(c.name, *c.value);
 }
 
 void Trainer::save_checkpoint(CheckpointStore& store, bool wait) {
-    const int64_t steps_done = steps_done_;
+    const int64_t steps_done = sync_->checkpoint_step(steps_done_);
     if (steps_done == last_saved_step_) return;
     auto t0 = Clock::now();
     TrainingState st = training_state();

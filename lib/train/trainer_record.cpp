@@ -70,6 +70,10 @@ void Trainer::finish_record(const std::string& status, const std::string& error,
     s.optimizer_steps = optimizer_->step_count();
     s.skipped_steps = skipped_steps_;
     s.tokens = tokens_seen_;
+    if (!async_replicas_.empty()) {   // replicas step apart: the run's tokens are all of theirs
+        s.tokens = 0;
+        for (const auto& r : async_replicas_) s.tokens += r.tokens;
+    }
     s.train_seconds = train_seconds_;
     s.checkpoints_saved = checkpoints_saved_;
     s.checkpoint_stall_seconds = checkpoint_stall_seconds_;
@@ -84,6 +88,7 @@ void Trainer::finish_record(const std::string& status, const std::string& error,
         s.expert_load = last_eval_->expert_load;
     }
     s.entropy_bound = entropy_bound_;
+    s.async_replicas = async_replicas_;
     const int exit_code = status == "completed" ? 0 : status == "interrupted" ? (stop_requested() ? kExitInterrupted : 0) : 1;
     record_->write_end(status, error, stop_reason, s, exit_code);
     clear_last_words();   // the record now says how the run ended
@@ -91,7 +96,7 @@ void Trainer::finish_record(const std::string& status, const std::string& error,
 
 void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, std::optional<double> eval_loss) {
     if (!metrics_) return;   // ranks other than 0
-    const double step_tokens = double(cfg_.train.batch_size * cfg_.train.seq_len * par_->mesh.dp);
+    const double step_tokens = double(cfg_.train.batch_size * cfg_.train.seq_len * sync_->step_group().size());
     std::map<std::string, double> row{{"step", double(step)},
                                       {"loss", r.loss},
                                       {"aux_loss", r.aux_loss},

@@ -111,7 +111,7 @@ struct Saver {
           store(dir.path("ck"), 2, {"", "h"}) {}
     Config cfg;
     MoeTransformer model;
-    AdamW opt;
+    Optimizer opt;
     CheckpointStore store;
     TrainingState st;
 };
@@ -173,7 +173,7 @@ TEST_CASE("the shard holds every tensor and the training state, and the manifest
     TrainingState st;
     Config cfg = parse_config(small_config(dir), "t");
     MoeTransformer model(cfg.model, std::make_shared<LocalDispatcher>(4), 1);
-    AdamW opt(model.params(), cfg.optim);
+    Optimizer opt(model.params(), cfg.optim);
     load_checkpoint(step, 0, model.params(), &opt, &st);
     CHECK(st.step == 25);
     CHECK(opt.step_count() == 25);

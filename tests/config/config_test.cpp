@@ -1,7 +1,6 @@
-// Configuration loading (lib/config/config*.cpp, features.cpp): a table of bad YAML files and bad
+// Configuration loading (lib/config/config*.cpp): a table of bad YAML files and bad
 // --set overrides, each of which must throw ConfigError whose message names the key path and
-// where the value came from (file:line, or the override); features that have not landed must be
-// refused by name; and the good paths: configs/tiny.yaml loads, --set changes a value,
+// where the value came from (file:line, or the override); and the good paths: configs/tiny.yaml loads, --set changes a value,
 // config_to_yaml round-trips through parse_config, and model_config_hash covers only the model.
 #include <doctest/doctest.h>
 #include <unistd.h>
@@ -18,7 +17,6 @@
 #include "temp_dir.h"
 #include "config/config.h"
 #include "config/config_schema.h"
-#include "config/features.h"
 #include "common/file_io.h"
 
 using namespace moe;
@@ -219,6 +217,65 @@ parallel:
   energy_high: 0.85
 )", {}, "compress.energy_low", {2, 3}, {"compress.energy_high"}},
 
+    // ---- time-dilated asynchronous SGD and injected heterogeneity
+    {"async window 0 s", R"(async:
+  window_seconds: 0
+)", {}, "async.window_seconds", {2}, {"a number > 0"}},
+    {"async negative window steps", R"(async:
+  window_steps: -1
+)", {}, "async.window_steps", {2}, {"a non-negative integer"}},
+    {"async outer_lr 0", R"(async:
+  outer_lr: 0
+)", {}, "async.outer_lr", {2}, {"a number > 0"}},
+    {"async outer_momentum 1", R"(async:
+  outer_momentum: 1
+)", {}, "async.outer_momentum", {2}, {"a number in [0, 1)"}},
+    {"async with one model replica", R"(parallel:
+  dp: 2
+  ep: 2
+async:
+  enabled: true
+)", {}, "async.enabled", {5}, {"dp / ep = 2 / 2 = 1", "nothing to be asynchronous across"}},
+    {"async with dp 1", R"(async:
+  enabled: true
+)", {}, "async.enabled", {2}, {"dp / ep = 1 / 1 = 1"}},
+    {"slowdown below 1", R"(simulate:
+  slowdown: [1.0, 0.5]
+)", {}, "simulate.slowdown", {2}, {"a list of numbers >= 1"}},
+    {"slowdown count", R"(parallel:
+  dp: 2
+simulate:
+  slowdown: [1.0, 2.0, 3.0]
+)", {}, "simulate.slowdown", {4}, {"3 factors", "2 model replicas"}},
+    {"async with compression", R"(parallel:
+  dp: 2
+async:
+  enabled: true
+compress:
+  enabled: true
+)", {}, "async.enabled", {4, 6}, {"through the compressor is not available yet"}},
+    {"async checkpoints with wall-clock windows", R"(parallel:
+  dp: 2
+async:
+  enabled: true
+checkpoint:
+  every: 10
+)", {}, "async.window_steps", {6}, {"need step windows", "checkpoint.every = 10"}},
+    {"async checkpoints with 1-step windows", R"(parallel:
+  dp: 2
+async:
+  enabled: true
+  window_steps: 1
+checkpoint:
+  every: 10
+)", {}, "async.window_steps", {5, 7}, {"always have a merge in flight"}},
+    {"optim name", R"(optim:
+  name: adam
+)", {}, "optim.name", {2}, {"adamw", "sgd"}},
+    {"sgd momentum 1", R"(optim:
+  momentum: 1.0
+)", {}, "optim.momentum", {2}, {"a number in [0, 1)"}},
+
     // ---- documents that are not a map of sections, or not YAML
     {"top level is a list", R"(- model
 - train
@@ -298,33 +355,6 @@ TEST_CASE("a repeated key or section is an error naming both places") {
     CHECK(key.find("optim.lr: key appears twice (first at dup.yaml:2) (dup.yaml:3)") != std::string::npos);
 }
 
-TEST_CASE("features that have not landed are refused by key and file") {
-    struct Pending {
-        const char* yaml;
-        const char* key;
-    };
-    const std::vector<Pending> cases = {
-        {"async:\n  enabled: true\n", "async.enabled"},
-    };
-    TempDir dir;
-    int index = 0;
-    for (const auto& p : cases) {
-        CAPTURE(p.key);
-        const std::string path = dir.write("feature_" + std::to_string(index++) + ".yaml", p.yaml);
-        Config cfg;
-        REQUIRE_NOTHROW(cfg = load_config(path));  // valid YAML: refused only as not yet available
-        const std::string msg = config_error_of([&] { reject_unavailable_features(cfg); });
-        CAPTURE(msg);
-        CHECK(msg.find(p.key) != std::string::npos);
-        CHECK(msg.find("not available yet") != std::string::npos);
-        CHECK(msg.find(path) != std::string::npos);
-    }
-    // And the same keys in their off positions pass.
-    const std::string off =
-        dir.write("off.yaml", "compress:\n  enabled: false\nasync:\n  enabled: false\nparallel:\n  pp: 1\n  dp: 1\n  ep: 1\n");
-    CHECK_NOTHROW(reject_unavailable_features(load_config(off)));
-}
-
 TEST_CASE("configs/tiny.yaml loads, and --set changes one value") {
     const Config cfg = load_config(kTiny);
     CHECK(cfg.source_path == kTiny);
@@ -332,7 +362,6 @@ TEST_CASE("configs/tiny.yaml loads, and --set changes one value") {
     CHECK(cfg.data.source == DataFormat::synthetic);
     CHECK(cfg.data.synthetic.vocab == 64);
     CHECK(cfg.overrides.empty());
-    CHECK_NOTHROW(reject_unavailable_features(cfg));
     REQUIRE(cfg.model.n_layers != 6);
 
     const Config six = load_config(kTiny, {"model.n_layers=6"});

@@ -18,7 +18,7 @@
 #include "common/error.h"
 #include "config/config.h"
 #include "moe/transformer.h"
-#include "optim/adamw.h"
+#include "optim/optimizer.h"
 
 namespace {
 
@@ -28,7 +28,7 @@ struct Target {
         "moe: {num_experts: 2, top_k: 1, ffn_hidden: 16}\ntrain: {seq_len: 8, batch_size: 2}\n",
         "fuzz-model");
     moe::MoeTransformer model{cfg.model, std::make_shared<moe::LocalDispatcher>(2), 1};
-    moe::AdamW optimizer{model.params(), cfg.optim};
+    moe::Optimizer optimizer{model.params(), cfg.optim};
     std::string dir = std::filesystem::temp_directory_path() / ("moe_checkpoint_fuzz_" + std::to_string(::getpid()));
 };
 

@@ -1,6 +1,9 @@
-// AdamW with decoupled weight decay (Loshchilov & Hutter), stepping the flat parameter buffers of
-// a ParameterStore in one vectorised loop per buffer. Norm weights get no decay.
-// State per group: exp_avg and exp_avg_sq (flat, same layout as the parameters) and the step count.
+// The inner optimizer, stepping the flat parameter buffers of a ParameterStore in one vectorised
+// loop per buffer: AdamW with decoupled weight decay (Loshchilov & Hutter; the default) or SGD
+// with optional momentum and the same decoupled decay (optim.name). Norm weights get no decay.
+// State per group: exp_avg and exp_avg_sq (flat, same layout as the parameters) and the step
+// count. SGD keeps its momentum buffer in exp_avg and leaves exp_avg_sq at zero, so checkpoints
+// have one layout for both.
 #pragma once
 
 #include <torch/torch.h>
@@ -13,9 +16,9 @@
 
 namespace moe {
 
-class AdamW {
+class Optimizer {
    public:
-    AdamW(ParameterStore& params, const OptimConfig& cfg);
+    Optimizer(ParameterStore& params, const OptimConfig& cfg);
 
     // One update with learning rate `lr` from the gradients currently in the store.
     void step(double lr);
@@ -26,6 +29,9 @@ class AdamW {
     torch::Tensor& exp_avg_sq(ParamGroup g) { return exp_avg_sq_[static_cast<int>(g)]; }
 
    private:
+    void adamw_step(double lr);
+    void sgd_step(double lr);
+
     struct Segment {
         int64_t begin, end;
         bool decay;

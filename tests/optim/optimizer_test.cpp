@@ -3,7 +3,7 @@
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
-#include "optim/adamw.h"
+#include "optim/optimizer.h"
 #include "optim/lr_schedule.h"
 
 using namespace moe;
@@ -35,7 +35,7 @@ TEST_CASE("AdamW matches torch::optim::AdamW, with no decay on norms") {
                                        torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
     torch::optim::AdamW ref(groups, torch::optim::AdamWOptions(1e-2));
 
-    AdamW ours(store, cfg);
+    Optimizer ours(store, cfg);
     for (int step = 0; step < 5; ++step) {
         const double lr = 1e-2 * (1.0 + 0.5 * step);
         for (auto& g : ref.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);

@@ -1,4 +1,4 @@
-#include "optim/adamw.h"
+#include "optim/optimizer.h"
 
 #include <ATen/Parallel.h>
 
@@ -6,7 +6,7 @@
 
 namespace moe {
 
-AdamW::AdamW(ParameterStore& params, const OptimConfig& cfg) : params_(params), cfg_(cfg) {
+Optimizer::Optimizer(ParameterStore& params, const OptimConfig& cfg) : params_(params), cfg_(cfg) {
     for (int g = 0; g < 2; ++g) {
         exp_avg_[g] = torch::zeros({params.numel(static_cast<ParamGroup>(g))});
         exp_avg_sq_[g] = torch::zeros({params.numel(static_cast<ParamGroup>(g))});
@@ -19,8 +19,13 @@ AdamW::AdamW(ParameterStore& params, const OptimConfig& cfg) : params_(params), 
     }
 }
 
-void AdamW::step(double lr) {
+void Optimizer::step(double lr) {
     ++step_count_;
+    if (cfg_.name == OptimizerKind::sgd) sgd_step(lr);
+    else adamw_step(lr);
+}
+
+void Optimizer::adamw_step(double lr) {
     const float beta1 = float(cfg_.beta1), beta2 = float(cfg_.beta2), eps = float(cfg_.eps);
     const double bc1 = 1.0 - std::pow(cfg_.beta1, double(step_count_));
     const double bc2 = 1.0 - std::pow(cfg_.beta2, double(step_count_));
@@ -45,6 +50,27 @@ void AdamW::step(double lr) {
                     m[i] = mi;
                     v[i] = vi;
                     p[i] = p[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+                }
+            });
+        }
+    }
+}
+
+void Optimizer::sgd_step(double lr) {
+    const float mu = float(cfg_.momentum), step_size = float(lr);
+    const bool heavy_ball = cfg_.momentum > 0;
+    torch::NoGradGuard no_grad;
+    for (int g = 0; g < 2; ++g) {
+        if (params_.numel(static_cast<ParamGroup>(g)) == 0) continue;
+        float* __restrict p = params_.values(static_cast<ParamGroup>(g)).data_ptr<float>();
+        const float* __restrict grad = params_.grads(static_cast<ParamGroup>(g)).data_ptr<float>();
+        float* __restrict m = exp_avg_[g].data_ptr<float>();
+        for (const Segment& s : segments_[g]) {
+            const float decay = s.decay ? float(1.0 - lr * cfg_.weight_decay) : 1.0f;
+            at::parallel_for(s.begin, s.end, 16384, [&](int64_t lo, int64_t hi) {
+                for (int64_t i = lo; i < hi; ++i) {
+                    const float d = heavy_ball ? (m[i] = mu * m[i] + grad[i]) : grad[i];
+                    p[i] = p[i] * decay - step_size * d;
                 }
             });
         }

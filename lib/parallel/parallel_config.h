@@ -25,9 +25,13 @@ struct AsyncConfig {
     double window_seconds = 10.0;  // T: wall-clock length of one inner window
     int64_t window_steps = 0;      // > 0: windows of this many inner steps instead (lock-step DiLoCo;
                                    // deterministic, so runs repeat bit for bit)
-    double outer_lr = 0.7;         // DiLoCo outer Nesterov SGD
-    double outer_momentum = 0.9;
-    double staleness_alpha = 0.5;  // gamma(tau) = 1 / (1 + tau)^alpha
+    // Outer Nesterov SGD. The defaults (lr 1, no momentum: token-weighted averaging, and no
+    // staleness discount) are what bench/async.sh measured best for windows of ~10 inner steps:
+    // DiLoCo's lr 0.7 / momentum 0.9 (tuned for 500-step windows) ended 6-7% worse, and
+    // alpha 0.5 / 1 discarded progress made while a merge was in flight (docs/async.md).
+    double outer_lr = 1.0;
+    double outer_momentum = 0.0;
+    double staleness_alpha = 0.0;  // gamma(tau) = 1 / (1 + tau)^alpha
     bool blocking = false;         // wait for each reduction (tests: equals synchronous DP)
 };
 

@@ -8,6 +8,9 @@
 #   dilated    time-dilated: windows of --window seconds, non-blocking merges, staleness discount
 #   dilated-nesterov   the same with DiLoCo's outer Nesterov (lr 0.7, momentum 0.9)
 #   dilated-discount   the same with the staleness discount alpha = 0.5 on the rebase
+#   dilated-r4, dilated-r16, dilated-adaptive   the same with the pseudo-gradient through the
+#                      compressor at rank 4, 16, or adaptive in [2, 32] from 8 (blocking merges;
+#                      compress.* counts in merges)
 # all with AdamW inside; diloco and dilated share the outer step given by --outer "LR MOMENTUM"
 # (default "1 0": averaging, the config's defaults; with it a one-replica run with the same
 # outer step is the plain run itself, so the gain over sync is the asynchrony's alone).
@@ -17,10 +20,10 @@
 # --net RATE runs it all over the shaped network instead (tests/net/shaped_net.sh: 2 hosts in
 # network namespaces, IPv6, tbf at RATE, e.g. 100mbit; needs root).
 #   bench/async.sh [--steps N] [--window SECONDS] [--h STEPS] [--slowdowns "2 4"] [--outer "LR M"] [--modes "..."]
-#                  [--net RATE]   (defaults 300, 1, 10, "2 4", "1 0", "sync diloco dilated dilated-nesterov dilated-discount", loopback)
+#                  [--net RATE]   (defaults 300, 1, 10, "2 4", "1 0", "sync diloco dilated dilated-nesterov dilated-discount dilated-r4", loopback)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-steps=300 window=1 h=10 slowdowns="2 4" outer="1 0" mode_list="sync diloco dilated dilated-nesterov dilated-discount" net=
+steps=300 window=1 h=10 slowdowns="2 4" outer="1 0" mode_list="sync diloco dilated dilated-nesterov dilated-discount dilated-r4" net=
 while (($#)); do
   case $1 in
     --steps) steps=$2; shift 2 ;;
@@ -56,6 +59,9 @@ declare -A modes=(
   [dilated]="--set async.enabled=true --set async.window_seconds=$window ${step[*]}"
   [dilated-nesterov]="--set async.enabled=true --set async.window_seconds=$window --set async.outer_lr=0.7 --set async.outer_momentum=0.9"
   [dilated-discount]="--set async.enabled=true --set async.window_seconds=$window ${step[*]} --set async.staleness_alpha=0.5"
+  [dilated-r4]="--set async.enabled=true --set async.window_seconds=$window ${step[*]} --set compress.enabled=true --set compress.rank=4 --set compress.min_rank=4 --set compress.max_rank=4"
+  [dilated-r16]="--set async.enabled=true --set async.window_seconds=$window ${step[*]} --set compress.enabled=true --set compress.rank=16 --set compress.min_rank=16 --set compress.max_rank=16"
+  [dilated-adaptive]="--set async.enabled=true --set async.window_seconds=$window ${step[*]} --set compress.enabled=true --set compress.rank=8 --set compress.min_rank=2 --set compress.max_rank=32"
 )
 read -ra chosen <<<"$mode_list"
 [[ ${chosen[0]} == sync ]] || { echo "--modes must start with sync (the baseline)" >&2; exit 2; }
@@ -66,6 +72,12 @@ time_to() {
     NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "step_seconds") s = i; if ($i == "eval_loss") e = i }; next }
     { t += $s; if ($e != "" && $e <= target) { printf "%.1f", t; found = 1; exit } }
     END { if (!found) printf "-" }' "$1/metrics.csv"
+}
+# Replica 0's bytes per merge it launched (sync: "-").
+bytes_per_merge() {
+  awk '/^ *async_replicas:/ { on = 1; next } on && /^[^ ]/ { on = 0 }
+       on && /windows:/ && w == "" { w = $2 } on && /bytes_sent:/ && b == "" { b = $2 }
+       END { if (w == "" || w == 0) print "-"; else printf "%.3g", b / w }' "$1/record.yaml"
 }
 replica_steps() {   # inner steps of each replica from the record, "a / b"
   awk '/^ *async_replicas:/ { on = 1; next } on && /^[^ ]/ { on = 0 } on && /inner_steps:/ { v = v sep $2; sep = " / " }
@@ -85,17 +97,17 @@ for f in $slowdowns; do
   sync_t=$(time_to "$work/sync-$f" "$target") diloco_t=-
   [[ -d $work/diloco-$f ]] && diloco_t=$(time_to "$work/diloco-$f" "$target")
   echo; echo "## replica 1 slowed ${f}x; target eval loss $target (sync's final + 2%)"
-  printf '| mode | final eval loss | gap to sync | wall s | s to target | vs sync | vs diloco | inner steps (replicas) | bytes sent (rank 0) |\n'
-  printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
+  printf '| mode | final eval loss | gap to sync | wall s | s to target | vs sync | vs diloco | inner steps (replicas) | bytes sent (rank 0) | bytes / merge |\n'
+  printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
   for m in "${chosen[@]}"; do
     d=$work/$m-$f
     l=$(summary "$d" final_eval_loss) w=$(summary "$d" train_seconds) b=$(summary "$d" comm_bytes)
     t=$(time_to "$d" "$target")
     awk -v m="$m" -v l="$l" -v sl="$sync_loss" -v w="$w" -v t="$t" -v st="$sync_t" -v dt="$diloco_t" \
-      -v steps="$(replica_steps "$d")" -v b="$b" 'BEGIN {
+      -v steps="$(replica_steps "$d")" -v b="$b" -v bpm="$(bytes_per_merge "$d")" 'BEGIN {
         r1 = (t == "-" || st == "-") ? "-" : sprintf("%.2fx", t / st)
         r2 = (t == "-" || dt == "-") ? "-" : sprintf("%.2fx", t / dt)
-        printf "| %s | %.4f | %+.2f%% | %.1f | %s | %s | %s | %s | %.3g |\n", m, l, (l - sl) / sl * 100, w, t, r1, r2, steps, b }'
+        printf "| %s | %.4f | %+.2f%% | %.1f | %s | %s | %s | %s | %.3g | %s |\n", m, l, (l - sl) / sl * 100, w, t, r1, r2, steps, b, bpm }'
   done
 done
 rm -rf "$work"

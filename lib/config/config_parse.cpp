@@ -225,18 +225,15 @@ void check_cross_fields(const Config& c, const std::map<std::string, std::string
         fail("async.enabled", "parallel.dp",
              fmt::format("asynchronous SGD runs across model replicas, but dp / ep = {} / {} = {} (nothing to be "
                          "asynchronous across: raise dp)", c.parallel.dp, c.parallel.ep, replicas));
-    if (a.enabled && c.compress.enabled)
-        fail("async.enabled", "compress.enabled",
-             "the pseudo-gradient through the compressor is not available yet (turn one of the two off)");
     // Resumable checkpoints need windows of a fixed number of steps (wall-clock windows do not
     // repeat) and a step end with no merge in flight (windows of 1 step always have one, unless
-    // each merge blocks).
+    // each merge blocks, as compressed merges do).
     if (a.enabled && c.checkpoint.every > 0 && a.window_steps == 0)
         fail("async.window_steps", "checkpoint.every",
              fmt::format("periodic checkpoints of an asynchronous run need step windows (async.window_steps > 0); "
                          "with wall-clock windows only the final anchor is saved (checkpoint.every = {}: use 0)",
                          c.checkpoint.every));
-    if (a.enabled && c.checkpoint.every > 0 && a.window_steps == 1 && !a.blocking)
+    if (a.enabled && c.checkpoint.every > 0 && a.window_steps == 1 && !a.blocking && !c.compress.enabled)
         fail("async.window_steps", "checkpoint.every",
              "windows of 1 step always have a merge in flight, so no step can be saved: use async.blocking, "
              "longer windows or checkpoint.every = 0");

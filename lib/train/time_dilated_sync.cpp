@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "compress/low_rank_compressor.h"
 #include "optim/outer_nesterov.h"
 #include "parallel/grad_sync.h"
 #include "parallel/outer_exchange.h"
@@ -52,8 +53,13 @@ class TimeDilatedReplicaSync final : public ReplicaSync {
             if (n == 0) continue;
             s.anchor = params.values(g).detach().clone();   // set again at the first step (after a resume)
             s.outer = std::make_unique<OuterNesterov>(n, cfg_.outer_lr, cfg_.outer_momentum);
-            s.exchange = std::make_unique<PseudoGradientExchange>(g == ParamGroup::dense ? *par.data : *par.expert_data,
-                                                                  g == ParamGroup::dense ? "dense" : "expert");
+            Communicator& group = g == ParamGroup::dense ? *par.data : *par.expert_data;
+            s.exchange = std::make_unique<PseudoGradientExchange>(group, g == ParamGroup::dense ? "dense" : "expert");
+            // The pseudo-gradient through the compressor. Its error feedback (E = this rank's M
+            // minus the consensus) needs the consensus to be the mean over the group, as for
+            // gradients: it divides by the group's size, and the merge scales back to the sum.
+            if (cfg.compress.enabled)
+                s.compressor = std::make_unique<LowRankCompressor>(cfg.compress, params, g, group, double(group.size()));
         }
         // The dense exchange carries the tokens and stop votes of the whole stage.
         MOE_CHECK(groups_[int(ParamGroup::dense)].exchange, "time-dilated SGD: a stage without dense parameters");
@@ -124,8 +130,12 @@ class TimeDilatedReplicaSync final : public ReplicaSync {
                     par_.model_replica->all_reduce(vote, ReduceOp::max);
                     stop_vote_ = vote.item<int64_t>() != 0;
                 }
-                launch();
-                if (cfg_.blocking) apply_merge(out);
+                if (compressed()) {
+                    compressed_merge(out);
+                } else {
+                    launch();
+                    if (cfg_.blocking) apply_merge(out);
+                }
             }
         }
         // A periodic save is due every checkpoint.every steps and taken at the first step end
@@ -162,6 +172,8 @@ class TimeDilatedReplicaSync final : public ReplicaSync {
             const std::string name = g.group == ParamGroup::dense ? "dense" : "expert";
             s.push_back({"async/anchor/" + name, g.anchor});
             s.push_back({"async/outer_momentum/" + name, g.outer->momentum_buffer()});
+            if (g.compressor)
+                for (auto& t : g.compressor->state()) s.push_back({"async/compress/" + t.name, t.value});
         }
         return s;
     }
@@ -184,6 +196,8 @@ class TimeDilatedReplicaSync final : public ReplicaSync {
     void state_loaded() override {
         state_loaded_ = true;
         stop_vote_ = false;   // a stop ends an attempt; the next one goes on
+        for (auto& g : groups_)
+            if (g.compressor) g.compressor->state_loaded();
         if (last_merge_tokens_ > 0) share_ = double(launched_tokens_) / double(last_merge_tokens_);
     }
 
@@ -236,9 +250,57 @@ class TimeDilatedReplicaSync final : public ReplicaSync {
         torch::Tensor launched;   // theta_w when the merge in flight was launched
         std::unique_ptr<OuterNesterov> outer;
         std::unique_ptr<PseudoGradientExchange> exchange;
+        std::unique_ptr<LowRankCompressor> compressor;   // compress.enabled: the merge goes through it
     };
 
     bool in_flight() const { return groups_[0].exchange->in_flight(); }
+    bool compressed() const { return groups_[0].compressor != nullptr; }
+
+    // The window's merge with its pseudo-gradient through the compressor, blocking (the
+    // compressor's two all-reduces run back to back): each group's gradient buffer, free between
+    // the optimizer step and the next step, takes n_w (anchor - theta_w); the compressor leaves
+    // the consensus approximation of their mean there (error feedback keeps what it left out for
+    // the next merge); times the group's size over the tokens it is the outer step's delta. tau = 0.
+    void compressed_merge(StepOutcome& out) {
+        torch::NoGradGuard no_grad;
+        auto t0 = Clock::now();
+        auto counts = torch::tensor({tokens_since_launch_, int64_t(stop_vote_)}, torch::kInt64);
+        par_.data->all_reduce(counts);
+        const int64_t total = counts[0].item<int64_t>();
+        MOE_CHECK(total > 0, "time-dilated SGD: a merge of {} tokens", total);
+        stats_.bytes += int64_t(2 * sizeof(int64_t));
+        summary_.bytes_sent += int64_t(2 * sizeof(int64_t));
+        for (auto& g : groups_) {
+            if (!g.exchange) continue;
+            torch::Tensor buffer = params_.grads(g.group);
+            torch::sub_out(buffer, g.anchor, params_.values(g.group)).mul_(double(tokens_since_launch_));
+            g.compressor->reduce(summary_.windows);   // the mean over the group's ranks
+            buffer.mul_(double(g.exchange->group_size()) / double(total));
+            stats_.bytes += g.compressor->last_step().bytes_sent;
+            summary_.bytes_sent += g.compressor->last_step().bytes_sent;
+        }
+        launched_tokens_ = tokens_since_launch_;
+        tokens_since_launch_ = 0;
+        next_window();
+        summary_.wait_seconds += seconds_since(t0);
+        stats_.seconds += seconds_since(t0);
+
+        auto t1 = Clock::now();
+        merged_tokens_ += total;
+        last_merge_tokens_ = total;
+        share_ = double(launched_tokens_) / double(total);
+        const bool finished = merged_tokens_ >= budget_tokens_;
+        for (auto& g : groups_) {
+            if (!g.exchange) continue;
+            g.outer->step(g.anchor, params_.grads(g.group));
+            anchor_digest_ = int64_t(fnv1a(uint64_t(anchor_digest_), g.anchor.data_ptr(), size_t(g.anchor.numel()) * g.anchor.element_size()));
+            params_.values(g.group).copy_(g.anchor);
+        }
+        ++summary_.merges;
+        summary_.outer_seconds += seconds_since(t1);
+        out.finished = finished;
+        out.stop = !finished && counts[1].item<int64_t>() > 0;
+    }
 
     bool exchanges_complete() {
         bool done = true;
@@ -260,6 +322,10 @@ class TimeDilatedReplicaSync final : public ReplicaSync {
         launched_tokens_ = tokens_since_launch_;
         tokens_since_launch_ = 0;
         steps_since_launch_ = 0;
+        next_window();
+    }
+
+    void next_window() {
         steps_in_window_ = 0;
         ++summary_.windows;
         // Window k ends at start + k T whatever this one overran by (no drift); one that overran

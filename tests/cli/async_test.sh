@@ -28,6 +28,14 @@ grep -q "^ *async_replicas:" "$work/async2/record.yaml" || fail "the async recor
 same_column sync2 async2 "$(eval_column sync2)" "async identity, dp=2 (eval loss)"
 "$eval" diff "$work/sync2/checkpoints" "$work/async2/checkpoints" --tolerance 1e-5 || fail "dp=2 identity: parameters differ"
 
+# The pseudo-gradient through the compressor at full rank is exact (to float error): the
+# identity holds with it too, and the record counts the compressed merges' bytes.
+full=(--set compress.enabled=true --set compress.rank=256 --set compress.min_rank=256 --set compress.max_rank=256
+      --set compress.min_ratio=0.01 --set compress.refresh_every=0)
+run async2_full 2 "${sgd[@]}" "${identity[@]}" "${full[@]}" --set train.batch_size=4 --set parallel.dp=2
+same_column sync2 async2_full "$(eval_column sync2)" "async identity through the full-rank compressor, dp=2 (eval loss)"
+"$eval" diff "$work/sync2/checkpoints" "$work/async2_full/checkpoints" --tolerance 5e-5 || fail "compressed identity: parameters differ"
+
 # The same with a real outer step: the comparison above can fail.
 run async2_lr 2 "${sgd[@]}" "${identity[@]}" --set async.outer_lr=0.7 --set train.batch_size=4 --set parallel.dp=2
 ! "$eval" diff "$work/sync2/checkpoints" "$work/async2_lr/checkpoints" --tolerance 1e-4 >/dev/null ||
@@ -65,6 +73,17 @@ tokens=$(( $(replica_field slow 0 tokens) + $(replica_field slow 1 tokens) ))
 ((tokens >= 60 * 8 * 128)) || fail "the replicas trained on $tokens tokens, below the budget of $((60 * 8 * 128))"
 "$eval" verify "$work/slow/checkpoints" >/dev/null || fail "the async run's checkpoint does not verify"
 
+# The same through the compressor (blocking merges): still one merge per window, not per step,
+# so the fast replica still takes 2x the inner steps.
+run slow_low 2 --set train.batch_size=4 --set parallel.dp=2 --set train.steps=60 --set async.enabled=true \
+  --set async.window_seconds=0.6 --set 'simulate.slowdown=[1, 2]' --set compress.enabled=true --set compress.rank=2
+fast_steps=$(replica_field slow_low 0 inner_steps) slow_steps=$(replica_field slow_low 1 inner_steps)
+merges0=$(replica_field slow_low 0 merges)
+echo "2x slowdown, compressed merges: inner steps $fast_steps (fast) vs $slow_steps (slow), $merges0 merges"
+awk -v f="$fast_steps" -v s="$slow_steps" -v m="$merges0" 'BEGIN { r = f / s; exit !(r >= 1.6 && r <= 2.4 && m * 4 <= s) }' ||
+  fail "compressed merges: $fast_steps and $slow_steps inner steps in $merges0 merges (expected 2x, a merge per window)"
+[[ $(replica_field slow_low 0 anchor_digest) == "$(replica_field slow_low 1 anchor_digest)" ]] || fail "compressed merges: anchors differ"
+
 # Step windows are deterministic: the same run twice is bitwise the same (a slowdown included).
 steps=(--set train.batch_size=4 --set parallel.dp=2 --set async.enabled=true --set async.window_steps=3
        --set 'simulate.slowdown=[1, 1.5]')
@@ -95,6 +114,20 @@ diff <(cut -d, -f1-6 "$work/straight/metrics.csv") <(cut -d, -f1-6 "$work/resume
 grep -q "bitwise identical" "$work/diff" || fail "the resumed async run is not bitwise the run never stopped"
 [[ $(replica_field straight 0 anchor_digest) == "$(replica_field resumed 0 anchor_digest)" ]] ||
   fail "the resumed run's anchors after each merge differ from the run never stopped"
+
+# The same resume with the pseudo-gradient compressed at rank 2 (error buffers and Q factors
+# saved per rank with the anchor).
+low=(--set compress.enabled=true --set compress.rank=2 --set compress.max_rank=4 --set compress.refresh_every=0)
+run straight_low 2 "${resumable[@]}" "${low[@]}"
+"${mpi[@]}" -np 2 "$train" "${cfg[@]}" "${resumable[@]}" "${low[@]}" --stop-after 5 --run-dir "$work/resumed_low" \
+  >"$work/log" 2>&1 || { cat "$work/log"; fail "compressed --stop-after 5"; }
+run resumed_low 2 "${resumable[@]}" "${low[@]}"
+grep -q "^resumed_from:" "$work/resumed_low/record.yaml" || fail "the compressed second start did not resume"
+"$eval" diff "$work/straight_low/checkpoints" "$work/resumed_low/checkpoints" --tolerance 0 | tee "$work/diff"
+grep -q "bitwise identical" "$work/diff" || fail "the resumed compressed async run is not bitwise the run never stopped"
+low_bytes=$(replica_field straight_low 0 bytes_sent) plain_bytes=$(replica_field straight 0 bytes_sent)
+echo "step windows of 3, 12 steps: bytes sent by replica 0 $plain_bytes uncompressed, $low_bytes at rank 2"
+((low_bytes > 0 && low_bytes * 4 < plain_bytes)) || fail "compressed merges sent $low_bytes bytes, uncompressed $plain_bytes"
 
 # A stop signal mid-window: both replicas stop at the merge that carries it, save, exit 3.
 dir=$work/stopped
@@ -128,4 +161,4 @@ rc=0
 ((rc == 2)) && grep -q "simulate.slowdown / parallel.dp: 3 factors" "$work/log" || { cat "$work/log"; fail "slowdown list of the wrong length"; }
 [[ ! -e $work/bad1/record.yaml && ! -e $work/bad2/record.yaml ]] || fail "refused configs left a record"
 
-echo "time-dilated SGD: identity with synchronous SGD (dp=2, dp=4 ep=2), 2x slowdown gives 2x inner steps with equal anchors, step windows repeat, stop signal saves and exits 3"
+echo "time-dilated SGD: identity with synchronous SGD (dp=2, dp=4 ep=2, through the full-rank compressor), 2x slowdown gives 2x inner steps with equal anchors, step windows repeat and resume bitwise (compressed too), stop signal saves and exits 3"

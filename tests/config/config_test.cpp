@@ -247,13 +247,6 @@ async:
 simulate:
   slowdown: [1.0, 2.0, 3.0]
 )", {}, "simulate.slowdown", {4}, {"3 factors", "2 model replicas"}},
-    {"async with compression", R"(parallel:
-  dp: 2
-async:
-  enabled: true
-compress:
-  enabled: true
-)", {}, "async.enabled", {4, 6}, {"through the compressor is not available yet"}},
     {"async checkpoints with wall-clock windows", R"(parallel:
   dp: 2
 async:

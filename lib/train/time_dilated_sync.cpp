@@ -286,14 +286,10 @@ class TimeDilatedReplicaSync final : public ReplicaSync {
         stats_.seconds += seconds_since(t0);
 
         auto t1 = Clock::now();
-        merged_tokens_ += total;
-        last_merge_tokens_ = total;
-        share_ = double(launched_tokens_) / double(total);
-        const bool finished = merged_tokens_ >= budget_tokens_;
+        const bool finished = count_merge(total);
         for (auto& g : groups_) {
             if (!g.exchange) continue;
-            g.outer->step(g.anchor, params_.grads(g.group));
-            anchor_digest_ = int64_t(fnv1a(uint64_t(anchor_digest_), g.anchor.data_ptr(), size_t(g.anchor.numel()) * g.anchor.element_size()));
+            outer_step(g, params_.grads(g.group));
             params_.values(g.group).copy_(g.anchor);
         }
         ++summary_.merges;
@@ -335,6 +331,21 @@ class TimeDilatedReplicaSync final : public ReplicaSync {
         while (next_window_end_ <= now) next_window_end_ += window;
     }
 
+    // A merge of `total` tokens (all ranks'): the budget, this rank's share; true when it is spent.
+    bool count_merge(int64_t total) {
+        merged_tokens_ += total;
+        last_merge_tokens_ = total;
+        share_ = double(launched_tokens_) / double(total);
+        return merged_tokens_ >= budget_tokens_;
+    }
+
+    // The outer step on one group's anchor, chained into the digest of anchors.
+    void outer_step(Group& g, const torch::Tensor& delta) {
+        g.outer->step(g.anchor, delta);
+        anchor_digest_ = int64_t(fnv1a(uint64_t(anchor_digest_), g.anchor.data_ptr(),
+                                       size_t(g.anchor.numel()) * g.anchor.element_size()));
+    }
+
     void apply_merge(StepOutcome& out) {
         auto t_wait = Clock::now();
         for (auto& g : groups_)
@@ -344,17 +355,13 @@ class TimeDilatedReplicaSync final : public ReplicaSync {
 
         auto t0 = Clock::now();
         const PseudoGradientExchange& dense = *groups_[int(ParamGroup::dense)].exchange;
-        merged_tokens_ += dense.total_tokens();
-        last_merge_tokens_ = dense.total_tokens();
-        share_ = double(launched_tokens_) / double(dense.total_tokens());
-        const bool finished = merged_tokens_ >= budget_tokens_;
+        const bool finished = count_merge(dense.total_tokens());
         const bool stop = !finished && dense.stop_votes() > 0;
         const double gamma = std::pow(1.0 + double(steps_since_launch_), -cfg_.staleness_alpha);
         torch::NoGradGuard no_grad;
         for (auto& g : groups_) {
             if (!g.exchange) continue;
-            g.outer->step(g.anchor, g.exchange->mean_delta());
-            anchor_digest_ = int64_t(fnv1a(uint64_t(anchor_digest_), g.anchor.data_ptr(), size_t(g.anchor.numel()) * g.anchor.element_size()));
+            outer_step(g, g.exchange->mean_delta());
             torch::Tensor theta = params_.values(g.group);
             // The run ends on the anchor; so does a stop that cannot be resumed (wall-clock windows).
             // A resumable stop keeps the replica's progress, as the run never stopped would.

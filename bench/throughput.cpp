@@ -1,6 +1,7 @@
-// Training throughput (tokens/s of forward + backward + AdamW) of the MoE model and of a dense
-// model with the same active parameters (every layer a SwiGLU of width top_k * ffn_hidden), on
-// random tokens, measured alternately in the same process so machine noise hits both alike.
+// Training throughput (tokens/s of forward + backward + AdamW) of the MoE model, of a dense
+// model with the same active parameters (every layer a SwiGLU of width top_k * ffn_hidden), and of
+// the MoE model in bf16 autocast (train.precision: bf16), on random tokens, measured alternately
+// in the same process so machine noise hits all alike.
 //
 //   bench_throughput --steps 20 --threads 1
 //   bench_throughput --json     # one line of JSON for scripts (bench/throughput.sh)
@@ -24,8 +25,8 @@ struct Shape {
 };
 
 // Seconds per training step, median over `steps` after `warmup` steps.
-double time_steps(const ModelConfig& cfg, const Shape& shape, int warmup, int steps) {
-    MoeTransformer model(cfg, std::make_shared<LocalDispatcher>(cfg.moe.num_experts), 1);
+double time_steps(const ModelConfig& cfg, const Shape& shape, int warmup, int steps, Precision precision) {
+    MoeTransformer model(cfg, std::make_shared<LocalDispatcher>(cfg.moe.num_experts), 1, {}, torch::kCPU, precision);
     OptimConfig ocfg;
     Optimizer opt(model.params(), ocfg);
     auto gen = at::detail::createCPUGenerator(7);
@@ -73,24 +74,29 @@ int main(int argc, char** argv) {
     dense.moe.first_dense_layers = cfg.n_layers;  // every layer dense, width top_k * F
     // Alternate the two models in rounds so drifts in machine speed hit both.
     const int rounds = 3;
-    std::vector<double> moe_t, dense_t;
+    std::vector<double> moe_t, dense_t, bf16_t;
     for (int r = 0; r < rounds; ++r) {
-        moe_t.push_back(time_steps(cfg, shape, warmup, steps));
-        dense_t.push_back(time_steps(dense, shape, warmup, steps));
+        moe_t.push_back(time_steps(cfg, shape, warmup, steps, Precision::fp32));
+        dense_t.push_back(time_steps(dense, shape, warmup, steps, Precision::fp32));
+        bf16_t.push_back(time_steps(cfg, shape, warmup, steps, Precision::bf16));
     }
     std::sort(moe_t.begin(), moe_t.end());
     std::sort(dense_t.begin(), dense_t.end());
+    std::sort(bf16_t.begin(), bf16_t.end());
     const double tokens = double(shape.batch * shape.seq);
     const double moe_tps = tokens / moe_t[rounds / 2], dense_tps = tokens / dense_t[rounds / 2];
+    const double bf16_tps = tokens / bf16_t[rounds / 2];
     if (json) {
-        fmt::print("{{\"moe_tokens_per_s\": {:.1f}, \"dense_tokens_per_s\": {:.1f}, \"moe_over_dense\": {:.3f}}}\n",
-                   moe_tps, dense_tps, moe_tps / dense_tps);
+        fmt::print("{{\"moe_tokens_per_s\": {:.1f}, \"dense_tokens_per_s\": {:.1f}, \"moe_over_dense\": {:.3f}, "
+                   "\"moe_bf16_tokens_per_s\": {:.1f}, \"bf16_over_fp32\": {:.3f}}}\n",
+                   moe_tps, dense_tps, moe_tps / dense_tps, bf16_tps, bf16_tps / moe_tps);
     } else {
         fmt::print("model: {} layers, d_model {}, {} experts top-{}, F {}; batch {}x{}, {} thread(s)\n", cfg.n_layers,
                    cfg.d_model, cfg.moe.num_experts, cfg.moe.top_k, cfg.moe.ffn_hidden, shape.batch, shape.seq, threads);
         fmt::print("MoE   : {:8.1f} tokens/s\n", moe_tps);
         fmt::print("dense : {:8.1f} tokens/s (same active parameters)\n", dense_tps);
         fmt::print("MoE / dense throughput ratio: {:.3f}\n", moe_tps / dense_tps);
+        fmt::print("MoE, bf16 autocast: {:8.1f} tokens/s; bf16 / fp32: {:.3f}\n", bf16_tps, bf16_tps / moe_tps);
     }
     return 0;
 }

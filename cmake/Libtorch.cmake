@@ -45,3 +45,28 @@ target_include_directories(moe_torch SYSTEM INTERFACE ${_inc} ${_torch}/include/
 target_link_libraries(moe_torch INTERFACE ${_torch}/lib/libtorch_cpu.so ${_torch}/lib/libc10.so)
 # The wheel is built with the CXX11 ABI; every translation unit that sees its headers must agree.
 set(MOE_TORCH_CXX_FLAGS -D_GLIBCXX_USE_CXX11_ABI=1)
+
+# The CUDA build (MOE_WITH_CUDA): c10_cuda (streams, the caching allocator), the CUDA runtime
+# and NCCL at link time; libtorch_cuda.so itself is loaded at run time only where a GPU is
+# (lib/parallel/device.h says why). Headers and the runtime come from a CUDA 13 toolkit (these
+# machines: /usr/local/cuda); NCCL from the toolkit's folder or from the wheel's nvidia/nccl.
+if(MOE_WITH_CUDA)
+  find_package(CUDAToolkit 13 REQUIRED)
+  if(NOT EXISTS ${_torch}/lib/libc10_cuda.so)
+    message(FATAL_ERROR "MOE_WITH_CUDA: ${_torch}/lib has no libc10_cuda.so: not a CUDA build of libtorch")
+  endif()
+  find_path(MOE_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ${MOE_LIBTORCH_DIR}/nvidia/nccl/include
+            ${_torch}/../nvidia/nccl/include)
+  find_library(MOE_NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${CUDAToolkit_LIBRARY_DIR}
+               ${MOE_LIBTORCH_DIR}/nvidia/nccl/lib ${_torch}/../nvidia/nccl/lib)
+  if(NOT MOE_NCCL_INCLUDE_DIR OR NOT MOE_NCCL_LIBRARY)
+    message(FATAL_ERROR "MOE_WITH_CUDA: NCCL not found (nccl.h: ${MOE_NCCL_INCLUDE_DIR}, libnccl: ${MOE_NCCL_LIBRARY}); "
+                        "install NCCL 2.28 or point CMAKE_PREFIX_PATH at it")
+  endif()
+  message(STATUS "CUDA ${CUDAToolkit_VERSION} from ${CUDAToolkit_BIN_DIR}/..; NCCL ${MOE_NCCL_LIBRARY}")
+  add_library(moe_torch_cuda INTERFACE)
+  target_include_directories(moe_torch_cuda SYSTEM INTERFACE ${CUDAToolkit_INCLUDE_DIRS} ${MOE_NCCL_INCLUDE_DIR})
+  target_link_libraries(moe_torch_cuda INTERFACE moe_torch ${_torch}/lib/libc10_cuda.so CUDA::cudart ${MOE_NCCL_LIBRARY}
+                        ${CMAKE_DL_LIBS})
+  target_compile_definitions(moe_torch_cuda INTERFACE MOE_WITH_CUDA=1)
+endif()

@@ -7,6 +7,9 @@
 #   scripts/setup.sh moe-train moe-eval   # install + build only these targets (what the demo needs)
 #   scripts/setup.sh --no-build           # install packages and fetch libtorch only
 #   BUILD_DIR=out scripts/setup.sh
+#   MOE_WITH_CUDA=OFF scripts/setup.sh    # a CPU-only build even where a CUDA toolkit is
+# Where a CUDA 13 toolkit is (nvcc on PATH or in /usr/local/cuda), the build is the CUDA build
+# (-DMOE_WITH_CUDA=ON): the same binary runs on CPUs, and on a GPU where one is (docs/gpu.md).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,6 +21,7 @@ packages=(
   libopenmpi-dev openmpi-bin                   # MPI
   libyaml-cpp-dev libhdf5-dev libcli11-dev libfmt-dev doctest-dev libssl-dev
   python3 python3-numpy python3-h5py           # the h5py cross-check of checkpoints
+  openssh-server openssh-client dnsmasq-base bind9-dnsutils   # fly/ and its simulated Fly (tests/fly/)
 )
 
 missing=()
@@ -43,11 +47,18 @@ if [[ ${1:-} == --no-build ]]; then exit 0; fi
 
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
+nvcc=$(command -v nvcc || true)
+[[ -z $nvcc && -x /usr/local/cuda/bin/nvcc ]] && nvcc=/usr/local/cuda/bin/nvcc
+with_cuda=${MOE_WITH_CUDA:-$([[ -n $nvcc ]] && echo ON || echo OFF)}
+cuda_flags=(-DMOE_WITH_CUDA="$with_cuda")
+[[ -n $nvcc ]] && cuda_flags+=(-DCUDAToolkit_ROOT="$(dirname "$(dirname "$nvcc")")")
 if [[ ! -f $build_dir/CMakeCache.txt ]]; then
-  cmake -S "$root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DMOE_LIBTORCH_DIR="$libtorch"
-elif ! grep -q "^MOE_LIBTORCH_DIR:PATH=$libtorch\$" "$build_dir/CMakeCache.txt"; then
-  # A build folder configured before libtorch 2.11 (Debian's 1.13): point it at the wheel's.
-  cmake "$build_dir" -DMOE_LIBTORCH_DIR="$libtorch"
+  cmake -S "$root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DMOE_LIBTORCH_DIR="$libtorch" \
+    "${cuda_flags[@]}"
+elif ! grep -q "^MOE_LIBTORCH_DIR:PATH=$libtorch\$" "$build_dir/CMakeCache.txt" ||
+     ! grep -q "^MOE_WITH_CUDA:BOOL=$with_cuda\$" "$build_dir/CMakeCache.txt"; then
+  # A build folder configured before libtorch 2.11 (Debian's 1.13), or with the other CUDA choice.
+  cmake "$build_dir" -DMOE_LIBTORCH_DIR="$libtorch" "${cuda_flags[@]}"
 fi
 targets=()
 for t in "$@"; do targets+=(--target "$t"); done

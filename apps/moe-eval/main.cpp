@@ -1,7 +1,8 @@
 // moe-eval: evaluate, verify, inspect and export moe-train checkpoints; compare runs.
 //
 //   moe-eval eval --run runs/<id>              eval loss, perplexity, bits/byte, expert load
-//   moe-eval eval --checkpoint DIR             DIR: a step-N directory or a checkpoint root
+//   moe-eval eval --checkpoint DIR             DIR: a step-N directory or a checkpoint root (per-host
+//                                              storage: one per host, comma-separated)
 //   moe-eval verify DIR                        exit code says what failed (see below)
 //   moe-eval logits --checkpoint DIR --tokens FILE [--out FILE]
 //   moe-eval export --checkpoint DIR --out DIR safetensors + config.json (HF Mixtral)

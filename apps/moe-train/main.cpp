@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "parallel/device.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/parallel_context.h"
 #include "config/config.h"
@@ -68,7 +69,9 @@ int main(int argc, char** argv) {
     try {
         moe::Config cfg = moe::load_config(config_path, overrides);
         try {
-            parallel = moe::ParallelContext::create(cfg.parallel, cfg.model.moe.num_experts);
+            // Before anything else asks libtorch about CUDA (device.h says why).
+            const c10::Device device = moe::select_device(cfg.train.device, "train.device");
+            parallel = moe::ParallelContext::create(cfg.parallel, cfg.model.moe.num_experts, device);
         } catch (const moe::ConfigError& e) {   // the layout does not fit the launch: name the file too
             throw moe::ConfigError(fmt::format("{} ({})", e.what(), cfg.source_path));
         }

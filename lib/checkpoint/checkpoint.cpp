@@ -81,15 +81,19 @@ void set_torch_rng_state(const std::vector<uint8_t>& bytes) {
     gen.set_state(t);
 }
 
+torch::Tensor staging_copy(const torch::Tensor& t) {
+    return t.to(t.options().device(torch::kCPU), /*non_blocking=*/false, /*copy=*/true).contiguous();
+}
+
 CheckpointSnapshot take_snapshot(const ParameterStore& params, Optimizer& optimizer, const TrainingState& state) {
     torch::NoGradGuard no_grad;
     CheckpointSnapshot s;
     for (const auto& slot : tensor_slots(params)) {
         const ParamEntry& e = *slot.entry;
         auto g = e.group;
-        s.model.push_back({slot.name, slot_tensor(slot, e.value.detach()).clone().contiguous()});
-        s.exp_avg.push_back({slot.name, slot_tensor(slot, same_view(e, optimizer.exp_avg(g))).clone().contiguous()});
-        s.exp_avg_sq.push_back({slot.name, slot_tensor(slot, same_view(e, optimizer.exp_avg_sq(g))).clone().contiguous()});
+        s.model.push_back({slot.name, staging_copy(slot_tensor(slot, e.value.detach()))});
+        s.exp_avg.push_back({slot.name, staging_copy(slot_tensor(slot, same_view(e, optimizer.exp_avg(g))))});
+        s.exp_avg_sq.push_back({slot.name, staging_copy(slot_tensor(slot, same_view(e, optimizer.exp_avg_sq(g))))});
     }
     s.optimizer_steps = optimizer.step_count();
     s.state = state;
@@ -221,6 +225,7 @@ void CheckpointStore::write_manifest(const std::string& tmp, const CheckpointSna
     world["dp"] = identity_.dp;
     world["ep"] = identity_.ep;
     m["world"] = world;
+    if (!identity_.host.empty()) m["host"] = identity_.host;   // per-host storage: this host's shards only
     for (const auto& r : shards) {
         YAML::Node file;
         file["name"] = r.name;
@@ -238,7 +243,7 @@ void CheckpointStore::write_manifest(const std::string& tmp, const CheckpointSna
 std::string CheckpointStore::save(const CheckpointSnapshot& s) {
     // One rank is the multi-rank commit protocol over a group of one (every agreement a no-op).
     auto self = make_self_communicator("checkpoint");
-    return save_collective(s, *self, /*writer=*/true);
+    return save_collective(s, *self, *self, /*writer=*/true);
 }
 
 void CheckpointStore::prune() {
@@ -262,6 +267,18 @@ void CheckpointStore::save_async(CheckpointSnapshot snapshot) {
     worker_ = std::thread([this, s = std::move(snapshot)] {
         try {
             save(s);
+        } catch (...) {
+            worker_error_ = std::current_exception();
+        }
+    });
+}
+
+void CheckpointStore::save_collective_async(CheckpointSnapshot snapshot, Communicator& world, Communicator& host,
+                                            bool writer) {
+    wait();
+    worker_ = std::thread([this, s = std::move(snapshot), &world, &host, writer] {
+        try {
+            save_collective(s, world, host, writer);
         } catch (...) {
             worker_error_ = std::current_exception();
         }

@@ -51,6 +51,7 @@ struct CheckpointIdentity {
     std::string config_hash;   // model_config_hash of the config (reported when a resume differs)
     ModelConfig model;         // written as attributes of /model so h5py alone can rebuild it
     int64_t world_size = 1, pp = 1, dp = 1, ep = 1;
+    std::string host;          // per-host storage: the host whose manifest this is (empty: shared storage)
 };
 
 // CPU copies of everything to save, taken synchronously so training can go on while a
@@ -75,6 +76,8 @@ struct CheckpointSnapshot {
 std::vector<uint8_t> torch_rng_state();
 void set_torch_rng_state(const std::vector<uint8_t>& bytes);
 
+// A contiguous CPU copy of `t` (from any device): what a snapshot holds.
+torch::Tensor staging_copy(const torch::Tensor& t);
 CheckpointSnapshot take_snapshot(const ParameterStore& params, Optimizer& optimizer, const TrainingState& state);
 
 // Per-tensor HF names and shapes of a store, with stacked experts expanded to one entry each.
@@ -133,6 +136,10 @@ bool load_checkpoint_with_sync_state(const std::string& dir, int64_t rank, Param
 // expert-parallel checkpoint spreads the experts over the shards); state from the first.
 void load_checkpoint_shards(const std::string& dir, const std::vector<int64_t>& ranks, ParameterStore& params,
                             Optimizer* optimizer, TrainingState* state);
+// The same from shard files named by path (per-host storage: one step's shards spread over the
+// hosts' folders).
+void load_checkpoint_files(const std::vector<std::string>& paths, ParameterStore& params, Optimizer* optimizer,
+                           TrainingState* state);
 
 class CheckpointStore {
    public:
@@ -161,12 +168,19 @@ class CheckpointStore {
     // Complete step directories (with a manifest), newest first.
     std::vector<std::string> list_steps() const;
 
-    // The multi-rank commit (DESIGN.md section 7), called by every rank of `world` together:
-    // rank 0 prepares the temporary folder, every `writer` writes its shard (rank-<world rank>),
-    // all agree on success (a failure anywhere fails the save everywhere, never a hang), rank 0
-    // writes the manifest listing every shard's size and SHA-256, renames and updates LATEST.
-    // `snapshot` needs tensors only on writers. Returns the checkpoint directory.
-    std::string save_collective(const CheckpointSnapshot& snapshot, Communicator& world, bool writer);
+    // The multi-rank commit (DESIGN.md section 7), called by every rank of `world` together.
+    // `host` is this rank's group of ranks that see the same checkpoint folder: the world itself
+    // on shared storage, the ranks of one host on per-host storage. Rank 0 of each host group
+    // prepares the temporary folder, every `writer` writes its shard (rank-<world rank>), all of
+    // the world agree on success (a failure anywhere fails the save everywhere, never a hang),
+    // then each host group's rank 0 writes the manifest listing its group's shards (size and
+    // SHA-256), renames, updates LATEST and prunes. `snapshot` needs tensors only on writers.
+    // Returns the checkpoint directory.
+    std::string save_collective(const CheckpointSnapshot& snapshot, Communicator& world, Communicator& host, bool writer);
+    // The same in a background thread (after waiting for the save before it; errors surface
+    // from the next wait()): the caller goes on training. `world` and `host` must be
+    // communicators no other thread uses (duplicates), and MPI must allow threads (MPI_THREAD_MULTIPLE).
+    void save_collective_async(CheckpointSnapshot snapshot, Communicator& world, Communicator& host, bool writer);
 
    private:
     struct ShardRecord {

@@ -45,7 +45,9 @@ std::string unpack_sha(const int64_t* words) {
 
 }  // namespace
 
-std::string CheckpointStore::save_collective(const CheckpointSnapshot& s, Communicator& world, bool writer) {
+std::string CheckpointStore::save_collective(const CheckpointSnapshot& s, Communicator& world, Communicator& host,
+                                            bool writer) {
+    const bool leader = host.rank() == 0;   // commits this folder: rank 0 of the world, or of each host
     const std::string name = step_dir_name(s.state.step);
     const std::string tmp = root_ + "/.tmp-" + name, final_dir = root_ + "/" + name;
     const std::string what = fmt::format("saving checkpoint {}", final_dir);
@@ -57,13 +59,13 @@ std::string CheckpointStore::save_collective(const CheckpointSnapshot& s, Commun
             agree(world, error, what);
         } catch (...) {
             std::error_code ignored;
-            if (world.rank() == 0) fs::remove_all(tmp, ignored);
+            if (leader) fs::remove_all(tmp, ignored);
             throw;
         }
     };
 
     std::string error;
-    if (world.rank() == 0) {
+    if (leader) {
         try {
             fs::create_directories(root_);
             fs::remove_all(tmp);
@@ -86,11 +88,11 @@ std::string CheckpointStore::save_collective(const CheckpointSnapshot& s, Commun
     }
     cleanup_and_agree(error);
 
-    const torch::Tensor records = world.all_gather(record);   // [world, kRecordWords]
-    if (world.rank() == 0) {
+    const torch::Tensor records = host.all_gather(record);   // [host group, kRecordWords]
+    if (leader) {
         try {
             std::vector<ShardRecord> shards;
-            for (int64_t r = 0; r < world.size(); ++r) {
+            for (int64_t r = 0; r < host.size(); ++r) {
                 const int64_t* w = records[r].data_ptr<int64_t>();
                 if (w[0] > 0) shards.push_back({shard_file_name(w[5]), w[5], uint64_t(w[0]), unpack_sha(w)});
             }
@@ -118,7 +120,7 @@ std::string CheckpointStore::save_collective(const CheckpointSnapshot& s, Commun
         }
     }
     cleanup_and_agree(error);
-    if (world.rank() == 0) prune();
+    if (leader) prune();
     return final_dir;
 }
 

@@ -1,5 +1,6 @@
 // Loading a checkpoint, all or nothing: every tensor and counter is checked against the model
 // the config builds before anything changes (checkpoint.h, load_checkpoint).
+#include <filesystem>
 #include <cmath>
 #include <map>
 #include <set>
@@ -51,31 +52,43 @@ std::map<std::string, Hdf5File*> names_under(std::vector<Hdf5File>& files, const
 }  // namespace
 
 namespace {
-bool load_shards(const std::string& dir, const std::vector<int64_t>& ranks, ParameterStore& params, Optimizer* optimizer,
+bool load_shards(const std::vector<std::string>& paths, ParameterStore& params, Optimizer* optimizer,
                  TrainingState* state, const std::vector<SyncStateTensor>& sync_state,
                  const std::vector<SyncCounter>& sync_counters);
+
+std::vector<std::string> shard_paths(const std::string& dir, const std::vector<int64_t>& ranks) {
+    MOE_CHECK(!ranks.empty(), "{}: no shard to load", dir);
+    std::vector<std::string> paths;
+    for (int64_t rank : ranks) paths.push_back(dir + "/" + shard_file_name(rank));
+    return paths;
+}
 }
 
 void load_checkpoint_shards(const std::string& dir, const std::vector<int64_t>& ranks, ParameterStore& params,
                             Optimizer* optimizer, TrainingState* state) {
-    load_shards(dir, ranks, params, optimizer, state, {}, {});
+    load_shards(shard_paths(dir, ranks), params, optimizer, state, {}, {});
+}
+
+void load_checkpoint_files(const std::vector<std::string>& paths, ParameterStore& params, Optimizer* optimizer,
+                           TrainingState* state) {
+    load_shards(paths, params, optimizer, state, {}, {});
 }
 
 bool load_checkpoint_with_sync_state(const std::string& dir, int64_t rank, ParameterStore& params, Optimizer& optimizer,
                                      TrainingState& state, const std::vector<SyncStateTensor>& sync_state,
                                      const std::vector<SyncCounter>& sync_counters) {
-    return load_shards(dir, {rank}, params, &optimizer, &state, sync_state, sync_counters);
+    return load_shards(shard_paths(dir, {rank}), params, &optimizer, &state, sync_state, sync_counters);
 }
 
 namespace {
 
-bool load_shards(const std::string& dir, const std::vector<int64_t>& ranks, ParameterStore& params, Optimizer* optimizer,
+bool load_shards(const std::vector<std::string>& paths, ParameterStore& params, Optimizer* optimizer,
                  TrainingState* state, const std::vector<SyncStateTensor>& sync_state,
                  const std::vector<SyncCounter>& sync_counters) {
-    MOE_CHECK(!ranks.empty(), "{}: no shard to load", dir);
+    MOE_CHECK(!paths.empty(), "no shard to load");
+    const std::string dir = std::filesystem::path(paths.front()).parent_path().string();
     std::vector<Hdf5File> files;
-    for (int64_t rank : ranks) {
-        const std::string path = dir + "/" + shard_file_name(rank);
+    for (const std::string& path : paths) {
         files.push_back(Hdf5File::open_read(path));
         Hdf5File& f = files.back();
         if (f.attribute_string("/", "format") != kCheckpointFormat)

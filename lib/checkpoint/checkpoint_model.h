@@ -28,6 +28,8 @@ struct LoadedCheckpoint {
 
 // Resolves, verifies (size and SHA-256 of every shard) and loads a checkpoint, merging the expert
 // shards of a multi-rank one into the whole model.
+// `path`: a step folder or a checkpoint root; with per-host storage, one per host, comma-separated
+// ("a/checkpoints,b/checkpoints"): the shards of one step spread over the hosts.
 LoadedCheckpoint load_model_checkpoint(const std::string& path);
 
 }  // namespace moe

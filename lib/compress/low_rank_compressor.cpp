@@ -27,7 +27,7 @@ torch::Tensor gather(const std::vector<torch::Tensor>& views) {
     std::vector<torch::Tensor> flat;
     flat.reserve(views.size());
     for (const auto& v : views) flat.push_back(v.reshape({-1}));
-    return flat.empty() ? torch::zeros({0}, torch::kFloat32) : torch::cat(flat);
+    return flat.empty() ? torch::zeros({0}, torch::kFloat32) : torch::cat(flat);   // (empty: never sent)
 }
 
 void scatter(const torch::Tensor& buffer, const std::vector<torch::Tensor>& views) {
@@ -74,9 +74,9 @@ LowRankCompressor::LowRankCompressor(const CompressConfig& cfg, ParameterStore& 
         }
         mx.name = e.name;
         mx.grad_BNM = g.view({mx.batch, mx.n, mx.m});
-        mx.error_BNM = torch::zeros({mx.batch, mx.n, mx.m}, torch::kFloat32);
+        mx.error_BNM = torch::zeros({mx.batch, mx.n, mx.m}, grads.options());
         mx.rank = std::clamp(cfg.rank, mx.floor, mx.cap);
-        mx.q_BMC = torch::zeros({mx.batch, mx.m, mx.cap}, torch::kFloat32);
+        mx.q_BMC = torch::zeros({mx.batch, mx.m, mx.cap}, grads.options());
         matrices_.push_back(std::move(mx));
     }
     for (size_t k = 0; k < matrices_.size(); ++k) {

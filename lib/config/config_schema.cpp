@@ -223,6 +223,10 @@ std::vector<ConfigField> build_schema() {
         int_field("train.log_every", FIELD(train.log_every), 1),
         int_field("train.threads", FIELD(train.threads), 0, 4096),
         int_field("train.max_bad_steps", FIELD(train.max_bad_steps), 0),
+        enum_field<DeviceKind>("train.device", FIELD(train.device),
+                               {{"auto", DeviceKind::auto_detect}, {"cpu", DeviceKind::cpu}, {"cuda", DeviceKind::cuda}}),
+        enum_field<Precision>("train.precision", FIELD(train.precision),
+                              {{"fp32", Precision::fp32}, {"bf16", Precision::bf16}}),
         string_field("train.run_dir", FIELD(train.run_dir)),
         string_field("train.run_id", FIELD(train.run_id)),
 
@@ -230,6 +234,10 @@ std::vector<ConfigField> build_schema() {
         string_field("checkpoint.dir", FIELD(checkpoint.dir)),
         int_field("checkpoint.keep", FIELD(checkpoint.keep), 2),
         bool_field("checkpoint.async", FIELD(checkpoint.async)),
+        enum_field<CheckpointStorage>("checkpoint.storage", FIELD(checkpoint.storage),
+                                      {{"auto", CheckpointStorage::auto_detect},
+                                       {"shared", CheckpointStorage::shared},
+                                       {"per_host", CheckpointStorage::per_host}}),
         bool_field("checkpoint.save_final", FIELD(checkpoint.save_final)),
 
         int_field("parallel.pp", FIELD(parallel.pp), 1),

@@ -7,6 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "moe/precision.h"
+#include "parallel/device.h"
+
 namespace moe {
 
 struct TrainConfig {
@@ -20,6 +23,8 @@ struct TrainConfig {
     int64_t log_every = 10;
     int64_t threads = 0;          // intra-op threads per rank; 0 = cores on host / ranks on host
     int64_t max_bad_steps = 5;    // abort after this many consecutive NaN/Inf losses
+    DeviceKind device = DeviceKind::auto_detect;   // auto: the CUDA device of this rank where there is one
+    Precision precision = Precision::fp32;          // bf16: autocast (moe/precision.h)
     std::string run_dir = "runs"; // records go to <run_dir>/<run_id>/
     std::string run_id;           // empty = generated from time and config hash
 };
@@ -31,11 +36,18 @@ struct SimulateConfig {
     std::vector<double> slowdown;
 };
 
+// checkpoint.storage: where checkpoints live. shared: one file system every rank sees (the first
+// expert group writes, rank 0 commits); per_host: each host's own disk (a Fly volume, node-local
+// NVMe): every rank writes its own shard there and each host commits a manifest of its own;
+// auto: per_host on Fly.io (FLY_APP_NAME set), else shared.
+enum class CheckpointStorage { auto_detect, shared, per_host };
+
 struct CheckpointConfig {
     int64_t every = 0;            // save every N steps; 0 = only at the end and on signals
     std::string dir;              // empty = <run-dir>/checkpoints (or /data/checkpoints/<run-id> on Fly)
     int64_t keep = 2;             // complete checkpoints kept (>= 2)
-    bool async = false;           // write from a background thread after a staging copy
+    bool async = false;           // write (and commit) from a background thread after a staging copy
+    CheckpointStorage storage = CheckpointStorage::auto_detect;
     bool save_final = true;
 };
 

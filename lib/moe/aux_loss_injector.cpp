@@ -6,13 +6,14 @@ namespace {
 struct AuxLossInjector : public torch::autograd::Function<AuxLossInjector> {
     static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& out,
                                  const torch::Tensor& aux) {
-        ctx->saved_data["aux_options"] = aux.options().dtype() == torch::kFloat64;
+        ctx->saved_data["aux_dtype"] = aux.scalar_type();
+        ctx->saved_data["aux_device"] = aux.device();
         return out;
     }
     static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                    torch::autograd::variable_list grads) {
-        bool f64 = ctx->saved_data["aux_options"].toBool();
-        auto one = torch::ones({}, f64 ? torch::kFloat64 : torch::kFloat32);
+        auto one = torch::ones({}, torch::TensorOptions(ctx->saved_data["aux_device"].toDevice())
+                                       .dtype(ctx->saved_data["aux_dtype"].toScalarType()));
         return {grads[0], one};
     }
 };

@@ -7,10 +7,13 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "moe/precision.h"
 
 namespace moe {
 
 namespace {
+
+bool g_fused_cpu_kernels = true;
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
@@ -68,43 +71,76 @@ void swiglu_backward_kernel(const float* a, const float* b, const float* gh, flo
     });
 }
 
+// out = a b, in the dtype of a and b (bfloat16 under bf16 autocast), stored into out's dtype.
+void mm_into(torch::Tensor out, const torch::Tensor& a, const torch::Tensor& b) {
+    if (a.scalar_type() == out.scalar_type()) at::mm_out(out, a, b);
+    else out.copy_(at::mm(a, b));
+}
+
+// oneDNN, which runs the bfloat16 matmuls, compiles a kernel for every operand shape it meets,
+// and each expert's row count changes every step: rounded up to a multiple of this, the shapes
+// stay few (and cached). The padding rows are zeros and add nothing to any gradient.
+constexpr int64_t kBf16RowBucket = 32;
+
 struct GroupedSwiGLU : public torch::autograd::Function<GroupedSwiGLU> {
     static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& rows_RD, const torch::Tensor& counts_E,
                                  const torch::Tensor& w1, const torch::Tensor& w3, const torch::Tensor& w2) {
-        const int64_t R = rows_RD.size(0), D = rows_RD.size(1), F = w1.size(1), E = w1.size(0);
+        const int64_t D = rows_RD.size(1), F = w1.size(1), E = w1.size(0);
         auto x = rows_RD.contiguous();
+        // The matmuls' operands in their dtype (bfloat16 under bf16 autocast), cast once per call
+        // rather than per expert; SwiGLU and the outputs stay float32.
+        const auto mm_dtype = autocast_matmul_dtype(c10::kCPU);
+        auto w1m = w1.to(mm_dtype), w3m = w3.to(mm_dtype), w2m = w2.to(mm_dtype);
+        torch::Tensor xm = x, counts = counts_E, to_padded;   // to_padded: row r of x -> its padded row
+        if (mm_dtype != torch::kFloat32) {
+            const int64_t* c = counts_E.data_ptr<int64_t>();
+            std::vector<int64_t> padded(static_cast<size_t>(E)), index;
+            index.reserve(size_t(x.size(0)));
+            int64_t at = 0;
+            for (int64_t e = 0; e < E; ++e) {
+                for (int64_t k = 0; k < c[e]; ++k) index.push_back(at + k);
+                padded[size_t(e)] = (c[e] + kBf16RowBucket - 1) / kBf16RowBucket * kBf16RowBucket;
+                at += padded[size_t(e)];
+            }
+            to_padded = torch::tensor(index, torch::kInt64);
+            counts = torch::tensor(padded, torch::kInt64);
+            xm = torch::zeros({at, D}, x.options().dtype(mm_dtype)).index_copy_(0, to_padded, x.to(mm_dtype));
+        }
+        const int64_t R = xm.size(0);
         auto a_RF = torch::empty({R, F}, x.options());
         auto b_RF = torch::empty({R, F}, x.options());
         auto h_RF = torch::empty({R, F}, x.options());
         auto out_RD = torch::empty({R, D}, x.options());
-        const int64_t* counts = counts_E.data_ptr<int64_t>();
+        const int64_t* n_e = counts.data_ptr<int64_t>();
         int64_t off = 0;
         for (int64_t e = 0; e < E; ++e) {
-            const int64_t n = counts[e];
+            const int64_t n = n_e[e];
             if (n == 0) continue;
-            auto xe = x.narrow(0, off, n);
+            auto xe = xm.narrow(0, off, n);
             auto ae = a_RF.narrow(0, off, n), be = b_RF.narrow(0, off, n), he = h_RF.narrow(0, off, n);
-            at::mm_out(ae, xe, w1[e].t());
-            at::mm_out(be, xe, w3[e].t());
+            mm_into(ae, xe, w1m[e].t());
+            mm_into(be, xe, w3m[e].t());
             swiglu_forward_kernel(ae.data_ptr<float>(), be.data_ptr<float>(), he.data_ptr<float>(), n * F);
-            auto oute = out_RD.narrow(0, off, n);
-            at::mm_out(oute, he, w2[e].t());
+            mm_into(out_RD.narrow(0, off, n), he.to(mm_dtype), w2m[e].t());
             off += n;
         }
-        ctx->save_for_backward({x, counts_E, w1, w3, w2, a_RF, b_RF});
-        return out_RD;
+        ctx->save_for_backward({xm, counts, w1m, w3m, w2m, a_RF, b_RF, to_padded});
+        return to_padded.defined() ? out_RD.index_select(0, to_padded) : out_RD;
     }
 
     static variable_list backward(AutogradContext* ctx, variable_list grads) {
         auto saved = ctx->get_saved_variables();
-        auto x = saved[0], counts_E = saved[1], w1 = saved[2], w3 = saved[3], w2 = saved[4];
-        auto a_RF = saved[5], b_RF = saved[6];
-        auto gy_RD = grads[0].contiguous();
-        const int64_t E = w1.size(0), F = w1.size(1), R = x.size(0);
-        auto gx = torch::empty_like(x);
-        auto gw1 = torch::empty_like(w1), gw3 = torch::empty_like(w3), gw2 = torch::empty_like(w2);
-        auto gh = torch::empty({R, F}, x.options()), ga = torch::empty({R, F}, x.options());
-        auto gb = torch::empty({R, F}, x.options()), h = torch::empty({R, F}, x.options());
+        auto xm = saved[0], counts_E = saved[1], w1m = saved[2], w3m = saved[3], w2m = saved[4];
+        auto a_RF = saved[5], b_RF = saved[6], to_padded = saved[7];
+        const auto mm_dtype = xm.scalar_type();
+        const int64_t E = w1m.size(0), F = w1m.size(1), R = xm.size(0);
+        auto gy_RD = grads[0].contiguous().to(mm_dtype);
+        if (to_padded.defined()) gy_RD = torch::zeros(xm.sizes(), xm.options()).index_copy_(0, to_padded, gy_RD);
+        const auto f32 = a_RF.options();
+        auto gx = torch::empty(xm.sizes(), f32);
+        auto gw1 = torch::empty(w1m.sizes(), f32), gw3 = torch::empty(w3m.sizes(), f32), gw2 = torch::empty(w2m.sizes(), f32);
+        auto gh = torch::empty({R, F}, f32), ga = torch::empty({R, F}, f32);
+        auto gb = torch::empty({R, F}, f32), h = torch::empty({R, F}, f32);
         const int64_t* counts = counts_E.data_ptr<int64_t>();
         int64_t off = 0;
         for (int64_t e = 0; e < E; ++e) {
@@ -115,22 +151,24 @@ struct GroupedSwiGLU : public torch::autograd::Function<GroupedSwiGLU> {
                 gw2[e].zero_();
                 continue;
             }
-            auto xe = x.narrow(0, off, n), gye = gy_RD.narrow(0, off, n);
+            auto xe = xm.narrow(0, off, n), gye = gy_RD.narrow(0, off, n);
             auto ghe = gh.narrow(0, off, n), gae = ga.narrow(0, off, n), gbe = gb.narrow(0, off, n),
                  he = h.narrow(0, off, n);
-            at::mm_out(ghe, gye, w2[e]);  // [n, D] x [D, F]
+            mm_into(ghe, gye, w2m[e]);  // [n, D] x [D, F]
             swiglu_backward_kernel(a_RF.narrow(0, off, n).data_ptr<float>(), b_RF.narrow(0, off, n).data_ptr<float>(),
                                    ghe.data_ptr<float>(), gae.data_ptr<float>(), gbe.data_ptr<float>(),
                                    he.data_ptr<float>(), n * F);
-            auto gw2e = gw2[e], gw1e = gw1[e], gw3e = gw3[e], gxe = gx.narrow(0, off, n);
-            at::mm_out(gw2e, gye.t(), he);   // [D, n] x [n, F]
-            at::mm_out(gw1e, gae.t(), xe);   // [F, n] x [n, D]
-            at::mm_out(gw3e, gbe.t(), xe);
-            at::mm_out(gxe, gae, w1[e]);     // [n, F] x [F, D]
-            gxe.addmm_(gbe, w3[e]);
+            auto gam = gae.to(mm_dtype), gbm = gbe.to(mm_dtype);
+            auto gxe = gx.narrow(0, off, n);
+            mm_into(gw2[e], gye.t(), he.to(mm_dtype));   // [D, n] x [n, F]
+            mm_into(gw1[e], gam.t(), xe);                // [F, n] x [n, D]
+            mm_into(gw3[e], gbm.t(), xe);
+            mm_into(gxe, gam, w1m[e]);                   // [n, F] x [F, D]
+            if (mm_dtype == torch::kFloat32) gxe.addmm_(gbm, w3m[e]);
+            else gxe.add_(at::mm(gbm, w3m[e]));
             off += n;
         }
-        return {gx, torch::Tensor(), gw1, gw3, gw2};
+        return {to_padded.defined() ? gx.index_select(0, to_padded) : gx, torch::Tensor(), gw1, gw3, gw2};
     }
 };
 
@@ -245,6 +283,12 @@ struct FusedRotary : public torch::autograd::Function<FusedRotary> {
 };
 
 }  // namespace
+
+void set_fused_cpu_kernels(bool enabled) { g_fused_cpu_kernels = enabled; }
+bool fused_cpu_kernels_enabled() { return g_fused_cpu_kernels; }
+bool use_fused_cpu_kernels(const torch::Tensor& x) {
+    return g_fused_cpu_kernels && x.is_cpu() && x.scalar_type() == torch::kFloat32;
+}
 
 torch::Tensor fused_rotary(const torch::Tensor& x_BSNH, const torch::Tensor& cos_SH, const torch::Tensor& sin_SH) {
     MOE_CHECK(x_BSNH.dim() == 4 && cos_SH.size(0) >= x_BSNH.size(1) && cos_SH.size(1) * 2 >= x_BSNH.size(3),

@@ -9,7 +9,9 @@
 // - fused_rms_norm: RMSNorm forward in one pass per row, backward in two.
 // - fused_rotary: rotary embedding in one pass each way (no narrow/cat, no zero-filled slices).
 //
-// Each has a plain-op twin (layers.h) that the tests compare against.
+// Each has a plain-op twin (layers.h) that the tests compare against. The twins are also what runs
+// on CUDA (these kernels are CPU loops), so tests can switch the kernels off to run the GPU's ops
+// on the CPU.
 #pragma once
 
 #include <torch/torch.h>
@@ -19,7 +21,14 @@
 
 namespace moe {
 
-// rows_RD grouped by expert (counts sum to R); w1, w3 [E, F, D]; w2 [E, D, F] -> [R, D].
+// On by default; off, every caller takes the plain-op twin (tests of the CUDA code path on a CPU).
+void set_fused_cpu_kernels(bool enabled);
+bool fused_cpu_kernels_enabled();
+// True when `x` may go through these kernels: a float32 CPU tensor, kernels enabled.
+bool use_fused_cpu_kernels(const torch::Tensor& x);
+
+// rows_RD grouped by expert (counts sum to R); w1, w3 [E, F, D]; w2 [E, D, F] -> [R, D] (float32).
+// Inside a bf16 AutocastScope the matmuls run in bfloat16 (SwiGLU itself stays float32).
 torch::Tensor grouped_swiglu(const torch::Tensor& rows_RD, const std::vector<int64_t>& num_tokens_per_expert,
                              const torch::Tensor& w1_EFD, const torch::Tensor& w3_EFD, const torch::Tensor& w2_EDF);
 

@@ -8,7 +8,7 @@
 namespace moe {
 
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
-    if (x.scalar_type() == torch::kFloat32 && weight.scalar_type() == torch::kFloat32) return fused_rms_norm(x, weight, eps);
+    if (use_fused_cpu_kernels(x) && weight.scalar_type() == torch::kFloat32) return fused_rms_norm(x, weight, eps);
     return rms_norm_reference(x, weight, eps);
 }
 
@@ -42,7 +42,13 @@ torch::Tensor attention(const torch::Tensor& x_BSD, const AttentionWeights& w, i
     auto q = torch::matmul(x_BSD, w.q_proj.t()).view({B, S, n_heads, Hd});
     auto k = torch::matmul(x_BSD, w.k_proj.t()).view({B, S, n_kv_heads, Hd});
     auto v = torch::matmul(x_BSD, w.v_proj.t()).view({B, S, n_kv_heads, Hd}).transpose(1, 2);
-    if (q.scalar_type() == torch::kFloat32) {
+    if (q.is_cpu() && q.scalar_type() == torch::kBFloat16 && fused_cpu_kernels_enabled()) {
+        // bf16 autocast on the CPU: the float32 kernel beats rotating in bfloat16 with plain ops
+        // (attention casts back to bfloat16 anyway).
+        q = q.to(torch::kFloat32);
+        k = k.to(torch::kFloat32);
+    }
+    if (use_fused_cpu_kernels(q)) {
         q = fused_rotary(q, rope.cos, rope.sin).transpose(1, 2);
         k = fused_rotary(k, rope.cos, rope.sin).transpose(1, 2);
     } else {

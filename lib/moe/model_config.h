@@ -44,4 +44,24 @@ struct ModelConfig {
     int64_t dense_hidden() const { return moe.dense_ffn_hidden > 0 ? moe.dense_ffn_hidden : moe.top_k * moe.ffn_hidden; }
 };
 
+// Model FLOPs of one trained token (forward + backward) at sequence length S, the numerator of
+// MFU: 6 x the matmul parameters a token passes through (attention projections, the router, its
+// top_k experts and shared experts or the dense MLP, lm_head; not the embedding lookup) plus the
+// causal attention scores and values, 6 x L x S x (n_heads x head_dim) (PaLM's 12 L S D, halved
+// for the causal mask). Recomputation and routing overheads are not counted.
+inline double model_flops_per_token(const ModelConfig& c, int64_t S) {
+    const double D = double(c.d_model), A = double(c.n_heads * c.head_dim()), KV = double(c.n_kv_heads * c.head_dim());
+    const double attention_params = D * A * 2 + D * KV * 2;   // q, o; k, v
+    const double F = double(c.moe.ffn_hidden);
+    double params = double(c.vocab_size) * D;                  // lm_head (tied or not, it is a matmul)
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+        params += attention_params;
+        if (c.layer_is_moe(l))
+            params += double(c.moe.num_experts) * D + double(c.moe.top_k + c.moe.shared_experts) * 3 * D * F;
+        else
+            params += 3 * D * double(c.dense_hidden());
+    }
+    return 6 * params + 6 * double(c.n_layers) * double(S) * A;
+}
+
 }  // namespace moe

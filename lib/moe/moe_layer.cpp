@@ -12,8 +12,8 @@ torch::Tensor run_local_experts(const torch::Tensor& rows_RD, const std::vector<
                                 const MoeWeights& w) {
     MOE_CHECK(static_cast<int64_t>(num_tokens_per_local_expert.size()) == w.w1.size(0),
               "experts: {} token counts for {} local experts", num_tokens_per_local_expert.size(), w.w1.size(0));
-    if (rows_RD.scalar_type() == torch::kFloat32) return grouped_swiglu(rows_RD, num_tokens_per_local_expert, w.w1, w.w3, w.w2);
-    // Plain-op path (float64 reference tests, other dtypes).
+    if (use_fused_cpu_kernels(rows_RD)) return grouped_swiglu(rows_RD, num_tokens_per_local_expert, w.w1, w.w3, w.w2);
+    // Plain-op path (CUDA, float64 reference tests, other dtypes).
     std::vector<torch::Tensor> outs;
     int64_t offset = 0;
     for (size_t e = 0; e < num_tokens_per_local_expert.size(); ++e) {
@@ -40,7 +40,8 @@ MoeLayerOutput moe_forward(const torch::Tensor& x_TD, const MoeWeights& w, const
     auto expert_out = run_local_experts(local.rows_RD, local.num_tokens_per_local_expert, w);
     auto out_SD = dispatcher.combine(expert_out, local);
 
-    auto weighted_SD = out_SD * route.weights_A.to(out_SD.scalar_type()).unsqueeze(1);
+    // Combined in the residual stream's dtype (expert outputs are bfloat16 under bf16 autocast on CUDA).
+    auto weighted_SD = out_SD.to(x_TD.scalar_type()) * route.weights_A.to(x_TD.scalar_type()).unsqueeze(1);
     auto out_TD = torch::zeros_like(x_TD).index_add(0, route.token_ids_A, weighted_SD);
     if (w.shared_w1.defined()) out_TD = out_TD + swiglu(x_TD, w.shared_w1, w.shared_w3, w.shared_w2);
 

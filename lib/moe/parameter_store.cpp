@@ -31,11 +31,11 @@ size_t ParameterStore::declare(std::string name, std::vector<int64_t> shape, Par
     return entries_.size() - 1;
 }
 
-void ParameterStore::finalize() {
+void ParameterStore::finalize(const torch::Device& device) {
     MOE_CHECK(!finalized_, "ParameterStore::finalize() called twice");
     for (int g = 0; g < 2; ++g) {
-        values_[g] = torch::zeros({sizes_[g]});
-        grads_[g] = torch::zeros({sizes_[g]});
+        values_[g] = torch::zeros({sizes_[g]}, torch::TensorOptions(device));
+        grads_[g] = torch::zeros({sizes_[g]}, torch::TensorOptions(device));
     }
     for (size_t i = 0; i < entries_.size(); ++i) {
         ParamEntry& e = entries_[i];

@@ -38,8 +38,8 @@ class ParameterStore {
     // Declares a parameter; storage is assigned by finalize(). Returns its index.
     size_t declare(std::string name, std::vector<int64_t> shape, ParamGroup group, bool weight_decay,
                    int64_t first_expert = 0, int64_t num_experts = 0);
-    // Allocates the flat buffers (values and grads) and binds every parameter to its views.
-    void finalize();
+    // Allocates the flat buffers (values and grads) on `device` and binds every parameter to its views.
+    void finalize(const torch::Device& device = torch::kCPU);
 
     const torch::Tensor& get(size_t index) const { return entries_[index].value; }
     const std::vector<ParamEntry>& entries() const { return entries_; }
@@ -53,6 +53,7 @@ class ParameterStore {
 
     void zero_grads();
     int64_t total_numel() const { return sizes_[0] + sizes_[1]; }
+    torch::Device device() const { return values_[0].device(); }
 
    private:
     std::vector<ParamEntry> entries_;

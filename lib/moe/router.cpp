@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "moe/precision.h"
 
 namespace moe {
 
@@ -52,7 +53,7 @@ torch::Tensor keep_within_capacity(const torch::Tensor& ids_A, int64_t num_exper
 }
 
 std::vector<int64_t> count_per_expert(const torch::Tensor& expert_ids_A, int64_t E) {
-    auto counts = torch::bincount(expert_ids_A, {}, E).contiguous();
+    auto counts = torch::bincount(expert_ids_A, {}, E).to(torch::kCPU).contiguous();
     return std::vector<int64_t>(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + E);
 }
 
@@ -89,7 +90,7 @@ RouterDecision expert_choice(const torch::Tensor& probs_TE, const MoeConfig& cfg
     d.token_ids_A = std::get<1>(top).reshape(-1);
     d.expert_ids_A = torch::arange(E, d.token_ids_A.options()).repeat_interleave(C);
     d.num_tokens_per_expert.assign(E, C);
-    d.routed_per_expert_E = torch::full({E}, C, torch::kInt64);
+    d.routed_per_expert_E = torch::full({E}, C, d.token_ids_A.options());
     d.num_routed = E * C;
     d.num_dropped = 0;
     return d;
@@ -101,7 +102,9 @@ RouterDecision route_tokens(const torch::Tensor& x_TD, const torch::Tensor& gate
                             ExpertDispatcher& stats_group) {
     MOE_CHECK(x_TD.dim() == 2 && gate_ED.size(1) == x_TD.size(1), "router: x [{}] vs gate [{}]", fmt::join(x_TD.sizes(), ", "),
               fmt::join(gate_ED.sizes(), ", "));
-    // Routing decisions in at least float32 whatever the activation dtype (Mixtral's behaviour).
+    // Routing decisions in at least float32 whatever the activation dtype (Mixtral's behaviour),
+    // also under bf16 autocast.
+    AutocastScope fp32(x_TD.device().type(), Precision::fp32);
     const auto dtype = x_TD.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
     auto logits_TE = torch::mm(x_TD.to(dtype), gate_ED.to(dtype).t());
     auto probs_TE = torch::softmax(logits_TE, 1);

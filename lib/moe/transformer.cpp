@@ -21,16 +21,23 @@ uint64_t mix_seed(uint64_t seed, const std::string& name) {
     return z ^ (z >> 31);
 }
 
+// Drawn on the CPU whatever t's device, so every device starts from the same values.
 void init_normal(torch::Tensor t, double std, uint64_t seed) {
     auto gen = at::detail::createCPUGenerator(seed);
-    t.normal_(0.0, std, gen);
+    if (t.is_cpu()) {
+        t.normal_(0.0, std, gen);
+        return;
+    }
+    auto staged = torch::empty(t.sizes(), torch::kFloat32);
+    staged.normal_(0.0, std, gen);
+    t.copy_(staged);
 }
 
 }  // namespace
 
 MoeTransformer::MoeTransformer(const ModelConfig& cfg, std::shared_ptr<ExpertDispatcher> dispatcher, uint64_t seed,
-                               ModelSlice slice)
-    : cfg_(cfg), slice_(slice), dispatcher_(std::move(dispatcher)) {
+                               ModelSlice slice, torch::Device device, Precision precision)
+    : cfg_(cfg), slice_(slice), device_(device), precision_(precision), dispatcher_(std::move(dispatcher)) {
     if (slice_.num_layers < 0) slice_.num_layers = cfg_.n_layers - slice_.first_layer;
     MOE_CHECK(slice_.first_layer >= 0 && slice_.first_layer + slice_.num_layers <= cfg_.n_layers,
               "model slice [{}, {}) outside {} layers", slice_.first_layer, slice_.first_layer + slice_.num_layers,
@@ -39,9 +46,11 @@ MoeTransformer::MoeTransformer(const ModelConfig& cfg, std::shared_ptr<ExpertDis
               "tied embeddings need the embedding and the head on the same stage");
     for (int64_t l = 0; l < cfg_.n_layers; ++l) num_moe_layers_total_ += cfg_.layer_is_moe(l) ? 1 : 0;
     declare_parameters();
-    params_.finalize();
+    params_.finalize(device_);
     initialise(seed);
     rope_ = RotaryTables::make(cfg_.max_seq_len, cfg_.head_dim(), cfg_.rope_theta);
+    rope_.cos = rope_.cos.to(device_);
+    rope_.sin = rope_.sin.to(device_);
 }
 
 void MoeTransformer::declare_parameters() {
@@ -142,6 +151,7 @@ torch::Tensor MoeTransformer::layer_forward(const LayerParams& lp, const torch::
 torch::Tensor MoeTransformer::forward_layers(torch::Tensor h_BSD) {
     MOE_CHECK(h_BSD.size(1) <= cfg_.max_seq_len, "sequence length {} exceeds model.max_seq_len {}", h_BSD.size(1),
               cfg_.max_seq_len);
+    AutocastScope autocast(device_.type(), precision_);
     last_stats_.clear();
     for (const auto& lp : layers_) {
         MoeLayerStats stats;
@@ -153,6 +163,7 @@ torch::Tensor MoeTransformer::forward_layers(torch::Tensor h_BSD) {
 
 torch::Tensor MoeTransformer::head(const torch::Tensor& h_BSD) const {
     MOE_CHECK(slice_.has_head, "this model slice holds no head");
+    AutocastScope autocast(device_.type(), precision_);
     auto x = rms_norm(h_BSD, p(final_norm_), cfg_.norm_eps);
     return torch::matmul(x, (cfg_.tie_embeddings ? p(embed_) : p(lm_head_)).t());
 }
@@ -161,7 +172,7 @@ torch::Tensor MoeTransformer::forward(const torch::Tensor& tokens_BS) { return h
 
 torch::Tensor MoeTransformer::cross_entropy(const torch::Tensor& logits_BSV, const torch::Tensor& targets_BS) {
     const auto V = logits_BSV.size(-1);
-    return torch::nn::functional::cross_entropy(logits_BSV.reshape({-1, V}), targets_BS.reshape({-1}));
+    return torch::nn::functional::cross_entropy(logits_BSV.reshape({-1, V}).to(torch::kFloat32), targets_BS.reshape({-1}));
 }
 
 }  // namespace moe

@@ -19,6 +19,7 @@
 #include "moe/model_config.h"
 #include "moe/moe_layer.h"
 #include "moe/parameter_store.h"
+#include "moe/precision.h"
 
 namespace moe {
 
@@ -32,8 +33,10 @@ struct ModelSlice {
 
 class MoeTransformer {
    public:
+    // Parameters live on `device` (their values do not depend on it: initialised on the CPU from
+    // the seed, then copied). `precision` bf16 runs embed-free stage pieces under autocast.
     MoeTransformer(const ModelConfig& cfg, std::shared_ptr<ExpertDispatcher> dispatcher, uint64_t seed,
-                   ModelSlice slice = {});
+                   ModelSlice slice = {}, torch::Device device = torch::kCPU, Precision precision = Precision::fp32);
 
     // Stage pieces. tokens_BS int64; hidden states [B, S, D]; logits [B, S, V].
     torch::Tensor embed(const torch::Tensor& tokens_BS) const;
@@ -42,7 +45,7 @@ class MoeTransformer {
     // All three (requires a slice holding the whole model).
     torch::Tensor forward(const torch::Tensor& tokens_BS);
 
-    // Mean token cross-entropy, logits_BSV against targets_BS.
+    // Mean token cross-entropy, logits_BSV against targets_BS (computed in float32 whatever the logits' dtype).
     static torch::Tensor cross_entropy(const torch::Tensor& logits_BSV, const torch::Tensor& targets_BS);
 
     // Multiplies the injected aux/z loss gradients: the weight of the current micro-batch in the
@@ -53,6 +56,8 @@ class MoeTransformer {
     const ParameterStore& params() const { return params_; }
     const ModelConfig& config() const { return cfg_; }
     const ModelSlice& slice() const { return slice_; }
+    torch::Device device() const { return device_; }
+    Precision precision() const { return precision_; }
     ExpertDispatcher& dispatcher() { return *dispatcher_; }
 
     // Stats of this slice's MoE layers from the last forward_layers(), in layer order, with the
@@ -77,6 +82,8 @@ class MoeTransformer {
 
     ModelConfig cfg_;
     ModelSlice slice_;
+    torch::Device device_;
+    Precision precision_;
     std::shared_ptr<ExpertDispatcher> dispatcher_;
     ParameterStore params_;
     std::vector<LayerParams> layers_;

@@ -4,12 +4,28 @@
 
 #include <cmath>
 
+#include "moe/fused_ops.h"
+
 namespace moe {
+
+namespace {
+// The hand-written loops below read raw CPU pointers.
+bool use_cpu_loop(const ParameterStore& params) { return params.device().is_cpu() && fused_cpu_kernels_enabled(); }
+
+// Decoupled weight decay, p *= factor, on the runs of parameters that take it (ATen path).
+template <typename Segments>
+void decay_segments(torch::Tensor& p, const Segments& segments, double factor) {
+    if (factor == 1.0) return;
+    for (const auto& s : segments)
+        if (s.decay) p.narrow(0, s.begin, s.end - s.begin).mul_(factor);
+}
+}  // namespace
 
 Optimizer::Optimizer(ParameterStore& params, const OptimConfig& cfg) : params_(params), cfg_(cfg) {
     for (int g = 0; g < 2; ++g) {
-        exp_avg_[g] = torch::zeros({params.numel(static_cast<ParamGroup>(g))});
-        exp_avg_sq_[g] = torch::zeros({params.numel(static_cast<ParamGroup>(g))});
+        const auto on = torch::TensorOptions(params.device());
+        exp_avg_[g] = torch::zeros({params.numel(static_cast<ParamGroup>(g))}, on);
+        exp_avg_sq_[g] = torch::zeros({params.numel(static_cast<ParamGroup>(g))}, on);
     }
     for (const auto& e : params.entries()) {
         auto& segs = segments_[static_cast<int>(e.group)];
@@ -21,8 +37,9 @@ Optimizer::Optimizer(ParameterStore& params, const OptimConfig& cfg) : params_(p
 
 void Optimizer::step(double lr) {
     ++step_count_;
-    if (cfg_.name == OptimizerKind::sgd) sgd_step(lr);
-    else adamw_step(lr);
+    const bool loop = use_cpu_loop(params_);
+    if (cfg_.name == OptimizerKind::sgd) loop ? sgd_step(lr) : sgd_step_aten(lr);
+    else loop ? adamw_step(lr) : adamw_step_aten(lr);
 }
 
 void Optimizer::adamw_step(double lr) {
@@ -73,6 +90,41 @@ void Optimizer::sgd_step(double lr) {
                     p[i] = p[i] * decay - step_size * d;
                 }
             });
+        }
+    }
+}
+
+void Optimizer::adamw_step_aten(double lr) {
+    const double bc1 = 1.0 - std::pow(cfg_.beta1, double(step_count_));
+    const double bc2 = 1.0 - std::pow(cfg_.beta2, double(step_count_));
+    torch::NoGradGuard no_grad;
+    for (int g = 0; g < 2; ++g) {
+        if (params_.numel(static_cast<ParamGroup>(g)) == 0) continue;
+        torch::Tensor& p = params_.values(static_cast<ParamGroup>(g));
+        const torch::Tensor& grad = params_.grads(static_cast<ParamGroup>(g));
+        torch::Tensor& m = exp_avg_[g];
+        torch::Tensor& v = exp_avg_sq_[g];
+        m.mul_(cfg_.beta1).add_(grad, 1.0 - cfg_.beta1);
+        v.mul_(cfg_.beta2).addcmul_(grad, grad, 1.0 - cfg_.beta2);
+        decay_segments(p, segments_[g], 1.0 - lr * cfg_.weight_decay);
+        auto denom = v.sqrt().mul_(1.0 / std::sqrt(bc2)).add_(cfg_.eps);
+        p.addcdiv_(m, denom, -lr / bc1);
+    }
+}
+
+void Optimizer::sgd_step_aten(double lr) {
+    torch::NoGradGuard no_grad;
+    for (int g = 0; g < 2; ++g) {
+        if (params_.numel(static_cast<ParamGroup>(g)) == 0) continue;
+        torch::Tensor& p = params_.values(static_cast<ParamGroup>(g));
+        const torch::Tensor& grad = params_.grads(static_cast<ParamGroup>(g));
+        torch::Tensor& m = exp_avg_[g];
+        decay_segments(p, segments_[g], 1.0 - lr * cfg_.weight_decay);
+        if (cfg_.momentum > 0) {
+            m.mul_(cfg_.momentum).add_(grad);
+            p.add_(m, -lr);
+        } else {
+            p.add_(grad, -lr);
         }
     }
 }

@@ -3,7 +3,8 @@
 // with optional momentum and the same decoupled decay (optim.name). Norm weights get no decay.
 // State per group: exp_avg and exp_avg_sq (flat, same layout as the parameters) and the step
 // count. SGD keeps its momentum buffer in exp_avg and leaves exp_avg_sq at zero, so checkpoints
-// have one layout for both.
+// have one layout for both. On the CPU each update is one hand-vectorised loop; elsewhere (CUDA),
+// or with moe::set_fused_cpu_kernels(false), the same arithmetic runs as ATen ops.
 #pragma once
 
 #include <torch/torch.h>
@@ -31,6 +32,9 @@ class Optimizer {
    private:
     void adamw_step(double lr);
     void sgd_step(double lr);
+    // The same updates as ATen ops, for any device.
+    void adamw_step_aten(double lr);
+    void sgd_step_aten(double lr);
 
     struct Segment {
         int64_t begin, end;

@@ -2,8 +2,8 @@
 
 namespace moe {
 
-OuterNesterov::OuterNesterov(int64_t numel, double lr, double momentum)
-    : lr_(lr), momentum_(momentum), buf_(torch::zeros({numel})) {}
+OuterNesterov::OuterNesterov(int64_t numel, double lr, double momentum, torch::Device device)
+    : lr_(lr), momentum_(momentum), buf_(torch::zeros({numel}, torch::TensorOptions(device))) {}
 
 void OuterNesterov::step(torch::Tensor& anchor, const torch::Tensor& delta) {
     torch::NoGradGuard no_grad;

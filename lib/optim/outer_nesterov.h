@@ -14,7 +14,7 @@ namespace moe {
 
 class OuterNesterov {
    public:
-    OuterNesterov(int64_t numel, double lr, double momentum);
+    OuterNesterov(int64_t numel, double lr, double momentum, torch::Device device = torch::kCPU);
 
     // anchor -= lr * nesterov(delta); `delta` is read only.
     void step(torch::Tensor& anchor, const torch::Tensor& delta);

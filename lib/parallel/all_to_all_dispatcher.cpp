@@ -91,10 +91,10 @@ DispatchResult AllToAllDispatcher::dispatch(const torch::Tensor& rows_SD, const 
     for (int64_t j = 0; j < L; ++j)
         for (int64_t r = 0; r < ep; ++r)
             for (int64_t k = 0; k < rc[r * L + j]; ++k) order.push_back(block_start[size_t(r * L + j)] + k);
-    st.to_expert_order = torch::tensor(order, torch::kInt64);
+    st.to_expert_order = torch::tensor(order, torch::kInt64).to(rows_SD.device());
     st.to_arrival_order = torch::empty_like(st.to_expert_order);
     if (!order.empty())
-        st.to_arrival_order.index_put_({st.to_expert_order}, torch::arange(int64_t(order.size()), torch::kInt64));
+        st.to_arrival_order.index_put_({st.to_expert_order}, torch::arange(int64_t(order.size()), st.to_expert_order.options()));
 
     DispatchResult result;
     result.rows_RD = arrived.index_select(0, st.to_expert_order);

@@ -197,6 +197,12 @@ std::string mpi_library_version() {
     return s.substr(0, s.find_first_of(",\n"));
 }
 
+namespace {
+bool g_thread_multiple = false;
+}
+
+bool mpi_thread_multiple() { return g_thread_multiple; }
+
 bool launched_by_mpi() {
     for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE"})
         if (std::getenv(var)) return true;
@@ -208,9 +214,11 @@ std::unique_ptr<Communicator> make_mpi_world() {
     if (MPI_Initialized(&initialized) != MPI_SUCCESS) throw CommError("MPI_Initialized failed");
     if (!initialized) {
         int provided = 0;
-        // Async checkpoint saves run on a thread of their own but never call MPI.
-        if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        // Asynchronous multi-rank checkpoint saves commit from a thread of their own, on
+        // communicators of their own, while the main thread trains: that needs THREAD_MULTIPLE.
+        if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
             throw CommError("MPI_Init_thread failed");
+        g_thread_multiple = provided >= MPI_THREAD_MULTIPLE;
         std::atexit(finalize_mpi);
     }
     return std::make_unique<MpiCommunicator>(MPI_COMM_WORLD, "world", false);

@@ -17,8 +17,12 @@ bool launched_by_mpi();
 // MPI_Init; for run records).
 std::string mpi_library_version();
 
-// Initialises MPI (once; finalised at exit) and returns MPI_COMM_WORLD as a Communicator.
+// Initialises MPI (once, asking for MPI_THREAD_MULTIPLE; finalised at exit) and returns
+// MPI_COMM_WORLD as a Communicator.
 std::unique_ptr<Communicator> make_mpi_world();
+
+// True when the MPI library granted MPI_THREAD_MULTIPLE (after make_mpi_world).
+bool mpi_thread_multiple();
 
 // Ends every rank of the job at once with `code` (after a rank's unrecoverable error), so no
 // peer is left waiting in a collective.

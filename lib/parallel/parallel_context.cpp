@@ -4,12 +4,14 @@
 
 #include "common/error.h"
 #include "parallel/mpi_communicator.h"
+#include "parallel/nccl_communicator.h"
 
 namespace moe {
 
-std::shared_ptr<ParallelContext> ParallelContext::single(int64_t num_experts) {
+std::shared_ptr<ParallelContext> ParallelContext::single(int64_t num_experts, c10::Device device) {
     auto ctx = std::make_shared<ParallelContext>();
     ctx->mesh = Mesh::build(1, 0, ParallelConfig{}, num_experts);
+    ctx->device = device;
     ctx->world = make_self_communicator("world");
     ctx->pipeline = make_self_communicator("pipeline");
     ctx->data = make_self_communicator("data");
@@ -19,14 +21,16 @@ std::shared_ptr<ParallelContext> ParallelContext::single(int64_t num_experts) {
     return ctx;
 }
 
-std::shared_ptr<ParallelContext> ParallelContext::create(const ParallelConfig& cfg, int64_t num_experts) {
+std::shared_ptr<ParallelContext> ParallelContext::create(const ParallelConfig& cfg, int64_t num_experts,
+                                                         c10::Device device) {
     if (!launched_by_mpi()) {
         if (cfg.pp * cfg.dp > 1)
             throw ConfigError(fmt::format("parallel: pp x dp = {} ranks, but this process was not started by mpirun or "
                                           "srun (run: mpirun -np {} moe-train ...)", cfg.pp * cfg.dp, cfg.pp * cfg.dp));
-        return single(num_experts);
+        return single(num_experts, device);
     }
     auto ctx = std::make_shared<ParallelContext>();
+    ctx->device = device;
     ctx->world = make_mpi_world();
     // Started by srun (not by mpirun, whose daemons SLURM counts as its tasks), the world must be
     // the allocation's tasks: otherwise some other layout than the one asked for would train.
@@ -46,6 +50,10 @@ std::shared_ptr<ParallelContext> ParallelContext::create(const ParallelConfig& c
     ctx->expert = ctx->world->split(int(m.stage * m.dp + m.replica / m.ep), int(m.expert_rank), "expert");
     ctx->expert_data = ctx->world->split(int(m.stage * m.ep + m.expert_rank), int(m.replica), "expert-data");
     ctx->model_replica = ctx->world->split(int(m.replica / m.ep), int(m.expert_rank * m.pp + m.stage), "model-replica");
+    if (device.is_cuda()) {
+        for (auto* group : {&ctx->pipeline, &ctx->data, &ctx->expert, &ctx->expert_data})
+            *group = make_nccl_communicator(std::move(*group), device);
+    }
     return ctx;
 }
 

@@ -37,6 +37,8 @@ YAML::Node summary_node(const RunSummary& s) {
     n["tokens"] = s.tokens;
     n["train_seconds"] = s.train_seconds;
     n["tokens_per_s"] = s.train_seconds > 0 ? double(s.tokens) / s.train_seconds : 0.0;
+    if (s.model_flops_per_token > 0) n["model_flops_per_token"] = s.model_flops_per_token;
+    if (s.mfu) n["mfu"] = *s.mfu;
     n["checkpoints_saved"] = s.checkpoints_saved;
     n["checkpoint_stall_seconds"] = s.checkpoint_stall_seconds;
     n["comm_bytes"] = s.comm_bytes;
@@ -157,6 +159,8 @@ void RunRecord::write_start(const RunStart& st) {
     r["host"] = host_description();
     r["versions"] = library_versions(st.linked_versions);
     r["data"] = st.data;
+    r["device"] = st.device;
+    r["precision"] = st.precision;
     r["parameters"] = st.parameters;
     r["checkpoint_dir"] = st.checkpoint_dir;
     if (!st.resumed_from.empty()) r["resumed_from"] = st.resumed_from;

@@ -43,6 +43,8 @@ struct RunStart {
     // Versions of libraries only their own layer may ask (MPI, HDF5): name -> version.
     std::vector<std::pair<std::string, std::string>> linked_versions;
     std::string data;           // the data source's description
+    std::string device;         // "cpu" or "cuda:0 (NVIDIA H200, ...)" (rank 0's)
+    std::string precision;      // fp32 | bf16
     int64_t parameters = 0;
     std::string checkpoint_dir;
     std::string resumed_from;   // empty: a fresh start
@@ -91,6 +93,8 @@ struct RunSummary {
     std::vector<ExpertLoad> expert_load;
     std::optional<double> entropy_bound;
     std::vector<AsyncReplicaSummary> async_replicas;   // empty unless async.enabled
+    double model_flops_per_token = 0;   // model_flops_per_token(): forward + backward
+    std::optional<double> mfu;          // model FLOP/s over the devices' peak (where the peak is known)
 };
 
 class RunRecord {

@@ -7,14 +7,14 @@
 
 namespace moe {
 
-torch::Tensor batch_inputs(const TokenBatch& b) {
+torch::Tensor batch_inputs(const TokenBatch& b, const torch::Device& device) {
     return torch::from_blob(const_cast<int32_t*>(b.inputs.data()), {b.batch, b.seq_len}, torch::kInt32)
-        .to(torch::kInt64);
+        .to(device, torch::kInt64);
 }
 
-torch::Tensor batch_targets(const TokenBatch& b) {
+torch::Tensor batch_targets(const TokenBatch& b, const torch::Device& device) {
     return torch::from_blob(const_cast<int32_t*>(b.targets.data()), {b.batch, b.seq_len}, torch::kInt32)
-        .to(torch::kInt64);
+        .to(device, torch::kInt64);
 }
 
 EvalResult evaluate(MoeTransformer& model, DataSource& data, int64_t num_batches, int64_t batch_size,
@@ -32,9 +32,9 @@ EvalResult evaluate(MoeTransformer& model, DataSource& data, int64_t num_batches
         TokenBatch b = data.eval_batch(i, batch_size);
         torch::Tensor h;
         if (first) {
-            h = model.embed(batch_inputs(b));
+            h = model.embed(batch_inputs(b, model.device()));
         } else {
-            h = torch::empty({b.batch, b.seq_len, model.config().d_model});
+            h = torch::empty({b.batch, b.seq_len, model.config().d_model}, torch::TensorOptions(model.device()));
             pipeline->recv(h, stage - 1, int(i));
         }
         h = model.forward_layers(h);
@@ -42,12 +42,12 @@ EvalResult evaluate(MoeTransformer& model, DataSource& data, int64_t num_batches
             pipeline->send(h.contiguous(), stage + 1, int(i));
         } else {
             const int64_t n = b.batch * b.seq_len;
-            sums[0] += MoeTransformer::cross_entropy(model.head(h), batch_targets(b)).item<double>() * double(n);
+            sums[0] += MoeTransformer::cross_entropy(model.head(h), batch_targets(b, model.device())).item<double>() * double(n);
             sums[1] += double(n);
         }
         for (const auto& [layer, s] : model.last_moe_stats()) {
             auto row = load_LC[layer];
-            row.narrow(0, 0, E) += s.routed_per_expert_E.to(torch::kFloat64);
+            row.narrow(0, 0, E) += s.routed_per_expert_E.to(torch::kCPU, torch::kFloat64);
             row[E] += double(s.num_routed);
             row[E + 1] += double(s.num_dropped);
             row[E + 2] = 1.0;

@@ -30,9 +30,9 @@ struct EvalResult {
 EvalResult evaluate(MoeTransformer& model, DataSource& data, int64_t num_batches, int64_t batch_size,
                     Communicator* pipeline = nullptr);
 
-// Tokens of a TokenBatch as int64 tensors [B, T].
-torch::Tensor batch_inputs(const TokenBatch& b);
-torch::Tensor batch_targets(const TokenBatch& b);
+// Tokens of a TokenBatch as int64 tensors [B, T] on `device`.
+torch::Tensor batch_inputs(const TokenBatch& b, const torch::Device& device = torch::kCPU);
+torch::Tensor batch_targets(const TokenBatch& b, const torch::Device& device = torch::kCPU);
 
 // A fixed-width text table of the expert load (one row per layer), for logs and moe-eval.
 std::string format_expert_load(const std::vector<ExpertLoad>& load);

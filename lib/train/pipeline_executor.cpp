@@ -58,7 +58,7 @@ PipelineStepOutput PipelineExecutor::run(const torch::Tensor& inputs_BS, const t
     PipelineStepOutput out;
     auto timed_recv = [&](int64_t rows, int src, int tag) {   // a [rows, S, D] tensor; the wait is idle time
         const auto t0 = Clock::now();
-        auto t = torch::empty({rows, S, D});
+        auto t = torch::empty({rows, S, D}, torch::TensorOptions(model_.device()));
         pipeline_.recv(t, src, tag);
         out.idle_seconds += seconds_since(t0);
         return t;

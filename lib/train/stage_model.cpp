@@ -30,7 +30,8 @@ StageModel build_stage_model(const Config& cfg, ParallelContext& par) {
     slice.num_layers = layers.count;
     slice.has_embedding = mesh.stage == 0;
     slice.has_head = mesh.stage == mesh.pp - 1;
-    sm.model = std::make_unique<MoeTransformer>(cfg.model, dispatcher, cfg.train.seed, slice);
+    sm.model = std::make_unique<MoeTransformer>(cfg.model, dispatcher, cfg.train.seed, slice, par.device,
+                                                cfg.train.precision);
     return sm;
 }
 

@@ -52,7 +52,7 @@ class TimeDilatedReplicaSync final : public ReplicaSync {
             const int64_t n = params.numel(g);
             if (n == 0) continue;
             s.anchor = params.values(g).detach().clone();   // set again at the first step (after a resume)
-            s.outer = std::make_unique<OuterNesterov>(n, cfg_.outer_lr, cfg_.outer_momentum);
+            s.outer = std::make_unique<OuterNesterov>(n, cfg_.outer_lr, cfg_.outer_momentum, params.device());
             Communicator& group = g == ParamGroup::dense ? *par.data : *par.expert_data;
             s.exchange = std::make_unique<PseudoGradientExchange>(group, g == ParamGroup::dense ? "dense" : "expert");
             // The pseudo-gradient through the compressor. Its error feedback (E = this rank's M
@@ -342,8 +342,8 @@ class TimeDilatedReplicaSync final : public ReplicaSync {
     // The outer step on one group's anchor, chained into the digest of anchors.
     void outer_step(Group& g, const torch::Tensor& delta) {
         g.outer->step(g.anchor, delta);
-        anchor_digest_ = int64_t(fnv1a(uint64_t(anchor_digest_), g.anchor.data_ptr(),
-                                       size_t(g.anchor.numel()) * g.anchor.element_size()));
+        const torch::Tensor bytes = g.anchor.to(torch::kCPU);   // (the anchor itself where it is on the CPU)
+        anchor_digest_ = int64_t(fnv1a(uint64_t(anchor_digest_), bytes.data_ptr(), size_t(bytes.numel()) * bytes.element_size()));
     }
 
     void apply_merge(StepOutcome& out) {

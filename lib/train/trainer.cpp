@@ -13,6 +13,7 @@
 #include "optim/lr_schedule.h"
 #include "parallel/mpi_communicator.h"
 #include "record/progress.h"
+#include "record/system_info.h"
 #include "train/compute_threads.h"
 #include "train/stop_signal.h"
 
@@ -52,7 +53,10 @@ Trainer::Trainer(Config cfg, std::string command_line, RunOptions options, std::
       command_line_(std::move(command_line)),
       options_(std::move(options)),
       run_dir_(options_.run_dir),
-      par_(parallel ? std::move(parallel) : ParallelContext::single(cfg_.model.moe.num_experts)) {
+      par_(parallel ? std::move(parallel)
+                    : ParallelContext::single(cfg_.model.moe.num_experts,
+                                              select_device(cfg_.train.device,
+                                                            fmt::format("train.device ({})", cfg_.source_path)))) {
     set_compute_threads(cfg_.train.threads > 0 ? cfg_.train.threads : default_threads());
     keep_freed_memory();
     const Mesh& mesh = par_->mesh;
@@ -60,9 +64,25 @@ Trainer::Trainer(Config cfg, std::string command_line, RunOptions options, std::
     if (data_->vocab_size() > cfg_.model.vocab_size)
         throw ConfigError(fmt::format("model.vocab_size: {} is smaller than the data's vocabulary {} ({}) ({})",
                                       cfg_.model.vocab_size, data_->vocab_size(), data_->describe(), cfg_.source_path));
-    if (mesh.world > 1 && cfg_.checkpoint.async)
-        throw ConfigError(fmt::format("checkpoint.async: asynchronous saves with more than one rank are not available "
-                                      "yet ({})", cfg_.source_path));
+    if (mesh.world > 1 && cfg_.checkpoint.async && !mpi_thread_multiple())
+        throw ConfigError(fmt::format("checkpoint.async: asynchronous saves with more than one rank commit from a thread "
+                                      "of their own, and this MPI library does not provide MPI_THREAD_MULTIPLE ({})",
+                                      cfg_.source_path));
+    per_host_ = cfg_.checkpoint.storage == CheckpointStorage::per_host ||
+                (cfg_.checkpoint.storage == CheckpointStorage::auto_detect && std::getenv("FLY_APP_NAME"));
+    const char* host_id = std::getenv("MOE_HOST_ID");   // simulated hosts on one machine (tests)
+    host_ = host_id && *host_id ? host_id : host_name();
+    if (mesh.world > 1) {
+        ckpt_world_ = par_->world->split(0, int(mesh.rank), "checkpoint");
+        if (per_host_) {   // ranks with the same host name: the first such rank's index is the color
+            uint64_t h = 1469598103934665603ull;
+            for (unsigned char c : host_) h = (h ^ c) * 1099511628211ull;
+            const torch::Tensor hashes = ckpt_world_->all_gather(torch::tensor({int64_t(h >> 1)}, torch::kInt64));
+            int color = 0;
+            while (hashes[color].item<int64_t>() != int64_t(h >> 1)) ++color;
+            ckpt_host_ = ckpt_world_->split(color, int(mesh.rank), "checkpoint-host");
+        }
+    }
     stage_ = build_stage_model(cfg_, *par_);
     // One stage: GPipe's "all forwards first" would only hold every micro-batch's graph at once.
     const ScheduleKind kind = mesh.pp == 1 ? ScheduleKind::one_f_one_b : cfg_.parallel.schedule;
@@ -92,7 +112,8 @@ StepResult Trainer::train_step(int64_t step) {
     // Forward and backward of every micro-batch through this rank's stage.
     TokenBatch batch = data_->next_train_batch(cfg_.train.batch_size);
     const PipelineStepOutput out =
-        executor_->run(batch_inputs(batch), batch_targets(batch), [&] { sync_->before_last_backward(); });
+        executor_->run(batch_inputs(batch, par_->device), batch_targets(batch, par_->device),
+                       [&] { sync_->before_last_backward(); });
     sync_->after_backward();
     reduce_step_scalars(out, r);
     r.bubble = pipeline_bubble(out);

@@ -104,6 +104,14 @@ class Trainer {
     std::vector<std::string> checkpoint_candidates(CheckpointStore& store) const;
     // Loads the first candidate every rank can load; returns its directory or "".
     std::string resume(CheckpointStore& store);
+    // Per-host storage: the steps every host verifies, newest first, as this host's folders;
+    // `lost`: this rank's checkpoint folder holds no step at all (an emptied or new volume).
+    std::vector<std::string> per_host_candidates(CheckpointStore& store, bool lost);
+    // Ranks whose volume was lost take the state of step `step` from a replica in their
+    // expert-data group (a broadcast); none there: every rank throws, naming the host and step.
+    void recover_lost_ranks(bool lost, int64_t step);
+    // Continues from `st` (a loaded or a received checkpoint's state).
+    void adopt_state(const TrainingState& st);
     TrainingState training_state() const;
     // The replica-sync strategy's state (copies) into a snapshot.
     void add_sync_state(CheckpointSnapshot& snapshot);
@@ -129,6 +137,11 @@ class Trainer {
     std::unique_ptr<Optimizer> optimizer_;
     std::unique_ptr<ReplicaSync> sync_;
     std::unique_ptr<RunRecord> record_;     // rank 0
+    // Checkpoint commits run on duplicates of the world (and, with per-host storage, of this
+    // host's ranks), so an asynchronous save's thread never shares a communicator.
+    bool per_host_ = false;
+    std::string host_;                              // this rank's host (MOE_HOST_ID, else the hostname)
+    std::unique_ptr<Communicator> ckpt_world_, ckpt_host_;
     std::unique_ptr<MetricsLog> metrics_;   // rank 0
 
     int64_t first_step_ = 0;   // 0, or the step a resumed run continues from

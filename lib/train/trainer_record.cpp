@@ -4,7 +4,9 @@
 #include <torch/torch.h>
 
 #include "checkpoint/hdf5_file.h"
+#include "parallel/device.h"
 #include "parallel/mpi_communicator.h"
+#include "parallel/nccl_communicator.h"
 #include "parallel/stage_layers.h"
 #include "train/stop_signal.h"
 #include "train/trainer.h"
@@ -41,8 +43,11 @@ void Trainer::write_start_record(const std::string& resumed_from) {
         w.layers_per_stage.push_back(stage_layers(cfg_.model.n_layers, cfg_.parallel.pp, cfg_.parallel.partition, s).count);
     w.ranks_per_host = ranks_on_this_host();
     w.threads_per_rank = at::get_num_threads();
-    st.linked_versions = {{"mpi", mpi_library_version()}, {"hdf5", hdf5_library_version()}};
+    st.linked_versions = {{"mpi", mpi_library_version()}, {"hdf5", hdf5_library_version()},
+                          {"nccl", nccl_library_version()}};
     st.data = data_->describe();
+    st.device = describe_device(par_->device);
+    st.precision = precision_name(cfg_.train.precision);
     st.parameters = stage_.model->params().total_numel();
     st.checkpoint_dir = checkpoint_dir_;
     st.resumed_from = resumed_from;
@@ -89,6 +94,10 @@ void Trainer::finish_record(const std::string& status, const std::string& error,
     }
     s.entropy_bound = entropy_bound_;
     s.async_replicas = async_replicas_;
+    s.model_flops_per_token = model_flops_per_token(cfg_.model, cfg_.train.seq_len);
+    // Every rank has a device like rank 0's: the job's peak is world x its peak.
+    if (const double peak = peak_bf16_flops(par_->device); peak > 0 && train_seconds_ > 0)
+        s.mfu = s.model_flops_per_token * double(s.tokens) / train_seconds_ / (peak * double(par_->mesh.world));
     const int exit_code = status == "completed" ? 0 : status == "interrupted" ? (stop_requested() ? kExitInterrupted : 0) : 1;
     record_->write_end(status, error, stop_reason, s, exit_code);
     clear_last_words();   // the record now says how the run ended

@@ -38,6 +38,13 @@ printf '# nothing but a comment\n' >comments.yaml
 mkdir -p folder.yaml
 printf 'some text to train on\n' >corpus.txt
 
+# train.device: cuda where there is no GPU (or no CUDA build): a config error naming the key and the file.
+expect "train.device cuda without a GPU" 2 "train.device" "cuda" "tiny.yaml" -- \
+  "$train" "$root/configs/tiny.yaml" --set train.device=cuda --set train.steps=1 --run-dir runs/cuda
+[[ ! -e runs/cuda ]] || { echo "FAILED: train.device=cuda left runs/cuda behind"; failures=$((failures + 1)); }
+expect "train.precision fp16" 2 "train.precision" "fp16" -- \
+  "$train" "$root/configs/tiny.yaml" --set train.precision=fp16 --set train.steps=1 --run-dir runs/fp16
+
 expect "wrong type" 2 "model.n_heads" "heads.yaml:2" '"four"' -- "$train" heads.yaml
 expect "unknown key" 2 "model.d_modle" "typo.yaml:2" "model.d_model" -- "$train" typo.yaml
 expect "out of range" 2 "train.steps" "steps.yaml:2" -- "$train" steps.yaml

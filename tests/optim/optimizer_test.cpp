@@ -3,12 +3,18 @@
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
+#include "moe/fused_ops.h"
 #include "optim/optimizer.h"
 #include "optim/lr_schedule.h"
 
 using namespace moe;
 
 TEST_CASE("AdamW matches torch::optim::AdamW, with no decay on norms") {
+    // Both implementations: the CPU loop, and the ATen ops a CUDA device runs.
+    bool fused = true;
+    SUBCASE("the CPU loop") { fused = true; }
+    SUBCASE("the ATen ops (the CUDA path)") { fused = false; }
+    set_fused_cpu_kernels(fused);
     OptimConfig cfg;
     cfg.weight_decay = 0.1;
     cfg.beta1 = 0.9;
@@ -54,6 +60,7 @@ TEST_CASE("AdamW matches torch::optim::AdamW, with no decay on norms") {
         CHECK(torch::allclose(store.get(n), ref_plain[0], 1e-5, 1e-6));
     }
     CHECK(ours.step_count() == 5);
+    set_fused_cpu_kernels(true);
 }
 
 TEST_CASE("learning rate: linear warm-up, cosine decay to min_lr at the last step") {

@@ -3,12 +3,18 @@
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
+#include "moe/fused_ops.h"
 #include "optim/optimizer.h"
 #include "optim/outer_nesterov.h"
 
 using namespace moe;
 
 TEST_CASE("SGD with momentum matches torch::optim::SGD; decoupled decay spares norms") {
+    // Both implementations: the CPU loop, and the ATen ops a CUDA device runs.
+    bool fused = true;
+    SUBCASE("the CPU loop") { fused = true; }
+    SUBCASE("the ATen ops (the CUDA path)") { fused = false; }
+    set_fused_cpu_kernels(fused);
     OptimConfig cfg;
     cfg.name = OptimizerKind::sgd;
     cfg.momentum = 0.9;
@@ -55,6 +61,7 @@ TEST_CASE("SGD with momentum matches torch::optim::SGD; decoupled decay spares n
         CHECK(torch::allclose(store.get(n), ref[2], 1e-5, 1e-6));
     }
     CHECK(ours.step_count() == 6);
+    set_fused_cpu_kernels(true);
 }
 
 TEST_CASE("SGD without momentum is p -= lr g, whatever its buffer holds") {

@@ -6,7 +6,8 @@
 #   bench/checkpoint.sh [DIR]     DIR: a folder on the disk to test (default /tmp)
 #   bench/checkpoint.sh --ranks 2 [DIR]
 #       instead: moe-train under mpirun (dp=N, per-host storage: every rank writes its shard), a
-#       d_model 512 model saved every 3 steps, with synchronous and with asynchronous saves
+#       d_model 512 model saved every 3 steps (16 steps: the end of the run, which waits for the
+#       last save whatever the mode, is not one of them), with synchronous and with asynchronous saves
 #       (checkpoint.async: staging copy at the step boundary, writing and the collective commit in
 #       a thread), alternately, 3 rounds: the loop's stall (record.yaml checkpoint_stall_seconds)
 #       of async over sync (target <= 0.10).
@@ -24,7 +25,7 @@ if ((ranks > 0)); then
   mpi=(mpirun --oversubscribe --bind-to none -np "$ranks")
   [[ $(id -u) -ne 0 ]] || mpi+=(--allow-run-as-root)
   cfg=("$root/configs/tiny.yaml" --set model.d_model=512 --set model.n_heads=8 --set model.n_kv_heads=4
-       --set parallel.dp="$ranks" --set train.batch_size=4 --set train.steps=15 --set train.eval_every=0
+       --set parallel.dp="$ranks" --set train.batch_size=4 --set train.steps=16 --set train.eval_every=0
        --set train.threads=1 --set checkpoint.every=3 --set checkpoint.save_final=false --set checkpoint.storage=per_host)
   stall() { sed -nE 's/^  checkpoint_stall_seconds: (.*)$/\1/p' "$1/record.yaml"; }
   ratios=()

@@ -221,7 +221,8 @@ EvalResult Trainer::evaluate_now() {
 
 int Trainer::run() {
     CheckpointStore store(checkpoint_dir_, cfg_.checkpoint.keep, checkpoint_identity(), par_->mesh.rank);
-    if (par_->is_root()) store.remove_stale_temporaries();
+    // Whoever commits a folder cleans it: rank 0, or with per-host storage rank 0 of each host.
+    if (par_->is_root() || (ckpt_host_ && ckpt_host_->rank() == 0)) store.remove_stale_temporaries();
     std::string resumed_from;
     try {
         resumed_from = resume(store);

@@ -8,7 +8,9 @@
 # - pp=2 (no replica of a stage) with one folder emptied: refused, naming the host and the step;
 # - moe-eval reads the pp=2 run from its two folders (comma-separated), not from one;
 # - checkpoint.async with 2 ranks (the commit in a thread of its own): stopped and resumed, bitwise
-#   the run with synchronous saves (the stall it saves: bench/checkpoint.sh --ranks 2).
+#   the run with synchronous saves (the stall it saves: bench/checkpoint.sh --ranks 2); and killed
+#   (SIGKILL inside the commit thread, MOE_CRASH_AT) at each named point of a save and of pruning:
+#   the folder verifies, and the resumed run is bitwise the same again.
 #   tests/cli/per_host_test.sh build/moe-train build/moe-eval MPIEXEC
 set -euo pipefail
 train=$(realpath "$1") eval=$(realpath "$2") mpiexec=$3
@@ -51,11 +53,13 @@ echo "ok: per-host stop at 5 and resume: both hosts bitwise equal to the uninter
 # A newer step on host a's folder only (a consistent copy of step 5 named step 6): skipped.
 cp -r "$work/planted/a/step-00000005" "$work/planted/a/step-00000006"
 sed -i 's/^step: 5$/step: 6/' "$work/planted/a/step-00000006/manifest.yaml"
+mkdir "$work/planted/b/.tmp-step-00000009"   # a save killed on host b: its own rank 0 removes it
 hosts planted "${dp[@]}" -- || { cat "$work/log"; fail "resume beside a planted step"; }
+[[ ! -e $work/planted/b/.tmp-step-00000009 ]] || fail "host b's stale temporary folder was left"
 grep -q "step 6 is not on every host's volume; skipped" "$work/log" || { cat "$work/log"; fail "the planted step was not skipped"; }
 grep -q "resumed from .*/a/step-00000005" "$work/log" || { cat "$work/log"; fail "did not resume from step 5"; }
 "$eval" diff "$work/planted/b" "$work/ref/checkpoints" --tolerance 0 >/dev/null || fail "planted: host b differs"
-echo "ok: a step on one volume only is skipped; the run resumes from step 5, bitwise"
+echo "ok: a step on one volume only is skipped; the run resumes from step 5, bitwise; host b's stale .tmp removed"
 
 # Host b's volume lost: rank 1 takes step 5 from its replica (rank 0), and the run goes on bitwise.
 rm -rf "$work/lost/b"
@@ -92,3 +96,20 @@ async=("$root/configs/tiny.yaml" --set train.steps=12 --set train.eval_every=0 -
   { cat "$work/log"; fail "sync run"; }
 "$eval" diff "$work/async/checkpoints" "$work/sync/checkpoints" --tolerance 0 >/dev/null || fail "async-saved run differs"
 echo "ok: asynchronous multi-rank saves, stopped at 7 and resumed: bitwise equal to synchronous saves"
+
+# The commit thread killed at each named point of a save and of pruning (MOE_CRASH_AT raises SIGKILL
+# there, on the rank that commits): the job dies; what is left verifies; the resume is bitwise.
+for point in save:after-shards save:after-manifest save:after-rename prune:after-rename; do
+  run=$work/crash-${point//:/-}
+  rc=0
+  MOE_CRASH_AT=$point "${mpi[@]}" -np 2 -x MOE_CRASH_AT "$train" "${async[@]}" --set checkpoint.async=true \
+    --set checkpoint.save_final=true --run-dir "$run" >"$work/log" 2>&1 || rc=$?
+  ((rc != 0)) || { cat "$work/log"; fail "$point: the job was not killed"; }
+  if [[ -f $run/checkpoints/LATEST ]]; then
+    "$eval" verify "$run/checkpoints" >"$work/verify" 2>&1 || { cat "$work/verify"; fail "$point: left a checkpoint that does not verify"; }
+  fi
+  "${mpi[@]}" -np 2 "$train" "${async[@]}" --set checkpoint.async=true --set checkpoint.save_final=true --run-dir "$run" \
+    >"$work/log" 2>&1 || { cat "$work/log"; fail "$point: resume"; }
+  "$eval" diff "$run/checkpoints" "$work/sync/checkpoints" --tolerance 0 >/dev/null || fail "$point: resumed run differs"
+  echo "ok: async commit killed at $point (exit $rc): verifies, resumes bitwise"
+done

@@ -1,5 +1,6 @@
-// The Trainer's checkpoints: which one to resume from, loading it on every rank, and saving
-// (collectively with more than one rank; asynchronously with one when checkpoint.async).
+// The Trainer's checkpoints: which one to resume from, loading it on every rank (or, for a rank
+// whose per-host folder was lost, receiving it from a replica), and saving (collectively with more
+// than one rank; in the background when checkpoint.async).
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -40,9 +41,10 @@ std::vector<std::string> Trainer::checkpoint_candidates(CheckpointStore& store) 
 }
 
 std::string Trainer::resume(CheckpointStore& store) {
-    // Rank 0 lists the candidates, newest first (its notes are printed once); every rank tries
-    // each in turn and all agree on the first that every rank loads: a checkpoint whose checksums
-    // pass but whose tensors or counters do not is skipped, saying why, like a corrupt one.
+    // Rank 0 lists the candidates, newest first (its notes are printed once); with per-host
+    // storage every rank lists its own folder's and they agree on the steps all hosts hold. Every
+    // rank tries each in turn and all agree on the first that every rank loads: a checkpoint whose
+    // checksums pass but whose tensors or counters do not is skipped, saying why, like a corrupt one.
     std::vector<std::string> candidates;
     // Per-host storage: each rank's own folder; a rank whose folder holds no step at all lost it.
     const bool lost = per_host_ && options_.resume == "auto" && store.list_steps().empty();

@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "moe/fused_ops.h"
+#include "moe/precision.h"
 
 namespace moe {
 
@@ -39,9 +40,11 @@ torch::Tensor attention(const torch::Tensor& x_BSD, const AttentionWeights& w, i
                         const RotaryTables& rope) {
     const int64_t B = x_BSD.size(0), S = x_BSD.size(1);
     const int64_t Hd = w.q_proj.size(0) / n_heads;
-    auto q = torch::matmul(x_BSD, w.q_proj.t()).view({B, S, n_heads, Hd});
-    auto k = torch::matmul(x_BSD, w.k_proj.t()).view({B, S, n_kv_heads, Hd});
-    auto v = torch::matmul(x_BSD, w.v_proj.t()).view({B, S, n_kv_heads, Hd}).transpose(1, 2);
+    // Under bf16 autocast x is cast once for the three projections (autocast casts per matmul).
+    const auto x = x_BSD.to(autocast_matmul_dtype(x_BSD.device().type()));
+    auto q = torch::matmul(x, w.q_proj.t()).view({B, S, n_heads, Hd});
+    auto k = torch::matmul(x, w.k_proj.t()).view({B, S, n_kv_heads, Hd});
+    auto v = torch::matmul(x, w.v_proj.t()).view({B, S, n_kv_heads, Hd}).transpose(1, 2);
     if (q.is_cpu() && q.scalar_type() == torch::kBFloat16 && fused_cpu_kernels_enabled()) {
         // bf16 autocast on the CPU: the float32 kernel beats rotating in bfloat16 with plain ops
         // (attention casts back to bfloat16 anyway).

@@ -5,6 +5,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
+#include "doctest_all_ranks.h"
 #include "mpi_test_world.h"
 #include "parallel/mpi_communicator.h"
 
@@ -16,11 +17,7 @@ moe::Communicator& moe::test::world() { return *g_world; }
 
 int main(int argc, char** argv) {
     g_world = moe::make_mpi_world();
-    doctest::Context ctx(argc, argv);
-    if (g_world->rank() != 0) ctx.setOption("out", "/dev/null");
-    const int failed = ctx.run();
-    auto flag = torch::tensor({int64_t(failed != 0)});
-    g_world->all_reduce(flag, moe::ReduceOp::max);
+    const int verdict = moe::test::run_doctest_on_all_ranks(argc, argv, *g_world);
     g_world.reset();
-    return flag.item<int64_t>() != 0 ? 1 : 0;
+    return verdict;
 }

@@ -177,6 +177,18 @@ case_three() {
 }
 
 # bitwise_three <run id> <what>: the finished run equals `three` bit for bit.
+# restart_resumes <case> <step> <label>: the 3 Machines started again exit 0, the leader's record
+# says they resumed from <step>, and the run ends bitwise equal to the uninterrupted one (case three).
+restart_resumes() {
+  local record
+  fly_job "$1" "$ms3" "${dp3[@]}"
+  expect_rcs "$ms3" 0 "$3"
+  record=$(run_dir "$L3" "$1")/record.yaml
+  grep -q "^resumed_from:.*$(printf 'step-%08d' "$2")" "$record" ||
+    fail "$3: did not resume from step $2: $(grep '^resumed_from' "$record")"
+  bitwise_three "$1" "$3"
+}
+
 bitwise_three() {
   local i
   [[ -f $(run_dir "$L3" three)/metrics.csv ]] || fail "$2: no uninterrupted run to compare with (case three)"
@@ -203,11 +215,7 @@ case_stop() {
       fail "after the stop Machine $i's volume has LATEST $(latest "$i" stop), expected step $step (the step in progress)"
   done
   echo "ok: kill signal (SIGUSR1) to Machine $F3 only: every Machine exited 3 within $((SECONDS - t0)) s; every volume saved step $step"
-  fly_job stop "$ms3" "${dp3[@]}"
-  expect_rcs "$ms3" 0 "restart after the stop"
-  grep -q "^resumed_from:.*$(printf 'step-%08d' "$step")" "$(run_dir "$L3" stop)/record.yaml" ||
-    fail "the restart did not resume from step $step: $(grep '^resumed_from' "$(run_dir "$L3" stop)/record.yaml")"
-  bitwise_three stop "stop + restart"
+  restart_resumes stop "$step" "restart after the stop"
   echo "ok: started again, the Machines resumed from step $step on their own volumes and finished bitwise equal to the uninterrupted run"
 }
 
@@ -237,11 +245,7 @@ case_kill() {
   cp -a "$(ckpt "$L3" kill)/$(printf 'step-%08d' "$step")" "$pdir"
   sed -i "s/^step: .*/step: $plant/" "$pdir/manifest.yaml"
   printf 'step-%08d\n' "$plant" >"$(ckpt "$L3" kill)/LATEST"
-  fly_job kill "$ms3" "${dp3[@]}"
-  expect_rcs "$ms3" 0 "restart after kill -9"
-  grep -q "^resumed_from:.*$(printf 'step-%08d' "$step")" "$(run_dir "$L3" kill)/record.yaml" ||
-    fail "the restart did not resume from step $step (planted $plant on Machine $L3 only): $(grep '^resumed_from' "$(run_dir "$L3" kill)/record.yaml")"
-  bitwise_three kill "kill -9 + restart"
+  restart_resumes kill "$step" "restart after kill -9 (step $plant planted on Machine $L3 only)"
   echo "ok: restart skipped step $plant (on Machine $L3's volume only), resumed from step $step, finished bitwise equal"
 }
 
@@ -251,9 +255,7 @@ case_empty() {
   expect_rcs "$ms3" 0 "--stop-after 10"
   for i in $ms3; do [[ $(latest "$i" empty) == step-00000010 ]] || fail "Machine $i's volume: LATEST $(latest "$i" empty), expected step 10"; done
   find "$(sim_data "$F3")" -mindepth 1 -delete
-  fly_job empty "$ms3" "${dp3[@]}"
-  expect_rcs "$ms3" 0 "restart with Machine $F3's volume empty"
-  bitwise_three empty "empty volume + restart"
+  restart_resumes empty 10 "restart with Machine $F3's volume empty"
   echo "ok: Machine $F3's volume emptied at step 10: it got its shard from a replica; finished bitwise equal"
 }
 

@@ -49,24 +49,37 @@ set(MOE_TORCH_CXX_FLAGS -D_GLIBCXX_USE_CXX11_ABI=1)
 # The CUDA build (MOE_WITH_CUDA): c10_cuda (streams, the caching allocator), the CUDA runtime
 # and NCCL at link time; libtorch_cuda.so itself is loaded at run time only where a GPU is
 # (lib/parallel/device.h says why). Headers and the runtime come from a CUDA 13 toolkit (these
-# machines: /usr/local/cuda); NCCL from the toolkit's folder or from the wheel's nvidia/nccl.
+# machines: /usr/local/cuda). NCCL comes first from the wheel's copy beside libtorch
+# (nvidia/nccl, unpacked by scripts/fetch-libtorch.sh --nccl: the NCCL torch 2.11 pins, found by
+# libtorch_cuda.so too), then from the toolkit's folders: some toolkits carry nccl.h but no libnccl.
 if(MOE_WITH_CUDA)
   find_package(CUDAToolkit 13 REQUIRED)
   if(NOT EXISTS ${_torch}/lib/libc10_cuda.so)
     message(FATAL_ERROR "MOE_WITH_CUDA: ${_torch}/lib has no libc10_cuda.so: not a CUDA build of libtorch")
   endif()
-  find_path(MOE_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ${MOE_LIBTORCH_DIR}/nvidia/nccl/include
-            ${_torch}/../nvidia/nccl/include)
-  find_library(MOE_NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${CUDAToolkit_LIBRARY_DIR}
-               ${MOE_LIBTORCH_DIR}/nvidia/nccl/lib ${_torch}/../nvidia/nccl/lib)
-  if(NOT MOE_NCCL_INCLUDE_DIR OR NOT MOE_NCCL_LIBRARY)
-    message(FATAL_ERROR "MOE_WITH_CUDA: NCCL not found (nccl.h: ${MOE_NCCL_INCLUDE_DIR}, libnccl: ${MOE_NCCL_LIBRARY}); "
-                        "install NCCL 2.28 or point CMAKE_PREFIX_PATH at it")
+  if(NOT TARGET CUDA::cudart)
+    message(FATAL_ERROR "MOE_WITH_CUDA: the CUDA toolkit in ${CUDAToolkit_BIN_DIR}/.. has no libcudart")
   endif()
-  message(STATUS "CUDA ${CUDAToolkit_VERSION} from ${CUDAToolkit_BIN_DIR}/..; NCCL ${MOE_NCCL_LIBRARY}")
+  set(_wheel_nccl ${MOE_LIBTORCH_DIR}/nvidia/nccl)
+  if(EXISTS ${_wheel_nccl}/include/nccl.h AND EXISTS ${_wheel_nccl}/lib/libnccl.so.2)
+    set(_nccl_include ${_wheel_nccl}/include)
+    set(_nccl_library ${_wheel_nccl}/lib/libnccl.so.2)
+  else()
+    find_path(MOE_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+    find_library(MOE_NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${CUDAToolkit_LIBRARY_DIR}
+                 ${CUDAToolkit_LIBRARY_ROOT}/lib ${CUDAToolkit_LIBRARY_ROOT}/lib64)
+    if(NOT MOE_NCCL_INCLUDE_DIR OR NOT MOE_NCCL_LIBRARY)
+      message(FATAL_ERROR "MOE_WITH_CUDA: NCCL not found (nccl.h: ${MOE_NCCL_INCLUDE_DIR}, libnccl: ${MOE_NCCL_LIBRARY}); "
+                          "run scripts/fetch-libtorch.sh --nccl, install NCCL 2.28, or point CMAKE_PREFIX_PATH at it")
+    endif()
+    set(_nccl_include ${MOE_NCCL_INCLUDE_DIR})
+    set(_nccl_library ${MOE_NCCL_LIBRARY})
+  endif()
+  message(STATUS "CUDA ${CUDAToolkit_VERSION} from ${CUDAToolkit_BIN_DIR}/..; NCCL ${_nccl_library}")
   add_library(moe_torch_cuda INTERFACE)
-  target_include_directories(moe_torch_cuda SYSTEM INTERFACE ${CUDAToolkit_INCLUDE_DIRS} ${MOE_NCCL_INCLUDE_DIR})
-  target_link_libraries(moe_torch_cuda INTERFACE moe_torch ${_torch}/lib/libc10_cuda.so CUDA::cudart ${MOE_NCCL_LIBRARY}
+  # NCCL's folder first: a toolkit's include folder may hold another nccl.h.
+  target_include_directories(moe_torch_cuda SYSTEM INTERFACE ${_nccl_include} ${CUDAToolkit_INCLUDE_DIRS})
+  target_link_libraries(moe_torch_cuda INTERFACE moe_torch ${_torch}/lib/libc10_cuda.so CUDA::cudart ${_nccl_library}
                         ${CMAKE_DL_LIBS})
   target_compile_definitions(moe_torch_cuda INTERFACE MOE_WITH_CUDA=1)
 endif()

@@ -5,12 +5,14 @@
 //
 //   bench_throughput --steps 20 --threads 1
 //   bench_throughput --json     # one line of JSON for scripts (bench/throughput.sh)
+//   bench_throughput --only moe # one contender (for a profiler: perf record -g bench_throughput --only moe)
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "moe/transformer.h"
 #include "optim/optimizer.h"
@@ -52,6 +54,7 @@ int main(int argc, char** argv) {
     CLI::App app{"MoE vs dense training throughput"};
     int steps = 20, warmup = 3, threads = 1;
     bool json = false, keep_memory = true;
+    std::string only = "all";
     Shape shape;
     ModelConfig cfg;  // defaults: 4 layers, d 128, 8 experts top-2, F 256, vocab 256
     app.add_option("--steps", steps);
@@ -65,6 +68,7 @@ int main(int argc, char** argv) {
     app.add_option("--experts", cfg.moe.num_experts);
     app.add_option("--top-k", cfg.moe.top_k);
     app.add_flag("--json", json);
+    app.add_option("--only", only, "time one contender only")->check(CLI::IsMember({"all", "moe", "dense", "bf16"}));
     CLI11_PARSE(app, argc, argv);
     moe::set_compute_threads(threads);
     if (keep_memory) moe::keep_freed_memory();  // as moe-train does
@@ -75,10 +79,11 @@ int main(int argc, char** argv) {
     // Alternate the two models in rounds so drifts in machine speed hit both.
     const int rounds = 3;
     std::vector<double> moe_t, dense_t, bf16_t;
+    const auto timed = [&](const char* name) { return only == "all" || only == name; };
     for (int r = 0; r < rounds; ++r) {
-        moe_t.push_back(time_steps(cfg, shape, warmup, steps, Precision::fp32));
-        dense_t.push_back(time_steps(dense, shape, warmup, steps, Precision::fp32));
-        bf16_t.push_back(time_steps(cfg, shape, warmup, steps, Precision::bf16));
+        moe_t.push_back(timed("moe") ? time_steps(cfg, shape, warmup, steps, Precision::fp32) : 0.0);
+        dense_t.push_back(timed("dense") ? time_steps(dense, shape, warmup, steps, Precision::fp32) : 0.0);
+        bf16_t.push_back(timed("bf16") ? time_steps(cfg, shape, warmup, steps, Precision::bf16) : 0.0);
     }
     std::sort(moe_t.begin(), moe_t.end());
     std::sort(dense_t.begin(), dense_t.end());
@@ -86,17 +91,23 @@ int main(int argc, char** argv) {
     const double tokens = double(shape.batch * shape.seq);
     const double moe_tps = tokens / moe_t[rounds / 2], dense_tps = tokens / dense_t[rounds / 2];
     const double bf16_tps = tokens / bf16_t[rounds / 2];
+    // A contender left out (--only) shows as null (JSON) or "-".
+    const auto num = [&](double v, const char* spec) {
+        return std::isfinite(v) && v > 0 ? fmt::format(fmt::runtime(spec), v) : std::string(json ? "null" : "-");
+    };
     if (json) {
-        fmt::print("{{\"moe_tokens_per_s\": {:.1f}, \"dense_tokens_per_s\": {:.1f}, \"moe_over_dense\": {:.3f}, "
-                   "\"moe_bf16_tokens_per_s\": {:.1f}, \"bf16_over_fp32\": {:.3f}}}\n",
-                   moe_tps, dense_tps, moe_tps / dense_tps, bf16_tps, bf16_tps / moe_tps);
+        fmt::print("{{\"moe_tokens_per_s\": {}, \"dense_tokens_per_s\": {}, \"moe_over_dense\": {}, "
+                   "\"moe_bf16_tokens_per_s\": {}, \"bf16_over_fp32\": {}}}\n",
+                   num(moe_tps, "{:.1f}"), num(dense_tps, "{:.1f}"), num(moe_tps / dense_tps, "{:.3f}"),
+                   num(bf16_tps, "{:.1f}"), num(bf16_tps / moe_tps, "{:.3f}"));
     } else {
         fmt::print("model: {} layers, d_model {}, {} experts top-{}, F {}; batch {}x{}, {} thread(s)\n", cfg.n_layers,
                    cfg.d_model, cfg.moe.num_experts, cfg.moe.top_k, cfg.moe.ffn_hidden, shape.batch, shape.seq, threads);
-        fmt::print("MoE   : {:8.1f} tokens/s\n", moe_tps);
-        fmt::print("dense : {:8.1f} tokens/s (same active parameters)\n", dense_tps);
-        fmt::print("MoE / dense throughput ratio: {:.3f}\n", moe_tps / dense_tps);
-        fmt::print("MoE, bf16 autocast: {:8.1f} tokens/s; bf16 / fp32: {:.3f}\n", bf16_tps, bf16_tps / moe_tps);
+        fmt::print("MoE   : {} tokens/s\n", num(moe_tps, "{:8.1f}"));
+        fmt::print("dense : {} tokens/s (same active parameters)\n", num(dense_tps, "{:8.1f}"));
+        fmt::print("MoE / dense throughput ratio: {}\n", num(moe_tps / dense_tps, "{:.3f}"));
+        fmt::print("MoE, bf16 autocast: {} tokens/s; bf16 / fp32: {}\n", num(bf16_tps, "{:8.1f}"),
+                   num(bf16_tps / moe_tps, "{:.3f}"));
     }
     return 0;
 }

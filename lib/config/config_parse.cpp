@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/fnv1a.h"
 #include "config/config.h"
 #include "config/config_schema.h"
 #include "data/data_source.h"
@@ -333,9 +334,7 @@ std::string model_config_hash(const Config& cfg) {
     YAML::Emitter out;
     out << YAML::BeginMap << YAML::Key << "model" << YAML::Value << all["model"] << YAML::Key << "moe" << YAML::Value
         << all["moe"] << YAML::EndMap;
-    uint64_t h = 1469598103934665603ull;
-    for (unsigned char ch : std::string(out.c_str())) h = (h ^ ch) * 1099511628211ull;
-    return fmt::format("{:016x}", h);
+    return fmt::format("{:016x}", fnv1a(std::string_view(out.c_str(), out.size()), kFnv1aLegacyOffset));
 }
 
 }  // namespace moe

@@ -3,19 +3,14 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "common/fnv1a.h"
 
 namespace moe {
 
 namespace {
 
-uint64_t fnv1a(const std::string& s) {
-    uint64_t h = 1469598103934665603ull;
-    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-    return h;
-}
-
 uint64_t mix_seed(uint64_t seed, const std::string& name) {
-    uint64_t z = seed ^ fnv1a(name);  // splitmix64 finaliser
+    uint64_t z = seed ^ fnv1a(name, kFnv1aLegacyOffset);  // splitmix64 finaliser
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);

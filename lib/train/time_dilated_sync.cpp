@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "common/fnv1a.h"
 #include "compress/low_rank_compressor.h"
 #include "optim/outer_nesterov.h"
 #include "parallel/grad_sync.h"
@@ -17,14 +18,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-// FNV-1a, 64 bit: a cheap digest of the anchor's bytes for the record (not a security hash).
-constexpr uint64_t kFnvOffset = 14695981039346656037ull, kFnvPrime = 1099511628211ull;
-uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * kFnvPrime;
-    return h;
-}
 
 class TimeDilatedReplicaSync final : public ReplicaSync {
    public:
@@ -231,7 +224,7 @@ class TimeDilatedReplicaSync final : public ReplicaSync {
             s.discarded_steps = int64_t(r[8].item<double>());
             s.outer_seconds = r[9].item<double>();
             s.wait_seconds = r[10].item<double>();
-            uint64_t digest = kFnvOffset;
+            uint64_t digest = kFnv1aOffset;
             for (int64_t k = first; k < first + m.ep * m.pp; ++k) {
                 s.bytes_sent += int64_t(all[k][11].item<double>());
                 const auto d = uint64_t(digests[k].item<int64_t>());
@@ -404,7 +397,7 @@ class TimeDilatedReplicaSync final : public ReplicaSync {
     bool stop_vote_ = false;
     int64_t staleness_sum_ = 0;                     // inner steps between launch and use, over merges
     int64_t last_merge_tokens_ = 0;                 // all ranks' tokens in the last merge applied
-    int64_t anchor_digest_ = int64_t(kFnvOffset);   // the FNV-1a chain, its bits as int64
+    int64_t anchor_digest_ = int64_t(kFnv1aOffset);   // the FNV-1a chain, its bits as int64
     bool save_due_ = false;
     bool state_loaded_ = false;
     AsyncReplicaSummary summary_;

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/fnv1a.h"
 #include "config/config.h"
 #include "optim/lr_schedule.h"
 #include "parallel/mpi_communicator.h"
@@ -75,8 +76,7 @@ Trainer::Trainer(Config cfg, std::string command_line, RunOptions options, std::
     if (mesh.world > 1) {
         ckpt_world_ = par_->world->split(0, int(mesh.rank), "checkpoint");
         if (per_host_) {   // ranks with the same host name: the first such rank's index is the color
-            uint64_t h = 1469598103934665603ull;
-            for (unsigned char c : host_) h = (h ^ c) * 1099511628211ull;
+            const uint64_t h = fnv1a(host_);
             const torch::Tensor hashes = ckpt_world_->all_gather(torch::tensor({int64_t(h >> 1)}, torch::kInt64));
             int color = 0;
             while (hashes[color].item<int64_t>() != int64_t(h >> 1)) ++color;

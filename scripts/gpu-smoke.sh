@@ -43,7 +43,7 @@ for tool in cmake mpirun; do command -v "$tool" >/dev/null || missing+=("$tool")
 if ((do_build)); then
   # The machine's own libtorch when it is PyTorch 2.11 (same ABI as the wheel of record), else the wheel.
   site=$(python3 -c 'import torch, os; assert torch.__version__.startswith("2.11"); print(os.path.dirname(os.path.dirname(torch.__file__)))' 2>/dev/null) ||
-    site=$("$root/scripts/fetch-libtorch.sh")
+    site=$("$root/scripts/fetch-libtorch.sh" --nccl)
   echo "gpu-smoke: libtorch from $site"
   generator=()
   command -v ninja >/dev/null && generator=(-G Ninja)

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "common/vector_clones.h"
 #include "moe/precision.h"
 
 namespace moe {
@@ -44,11 +45,13 @@ inline float sigmoid(float x) { return 1.0f / (1.0f + vec_exp(-x)); }
 
 // h = silu(a) * b over n contiguous floats (restrict: the buffers never overlap, which lets GCC
 // vectorise; kept as plain functions because it does not vectorise inside the lambdas).
+MOE_VECTOR_CLONES
 void swiglu_forward_range(const float* __restrict a, const float* __restrict b, float* __restrict h, int64_t n) {
     for (int64_t i = 0; i < n; ++i) h[i] = a[i] * sigmoid(a[i]) * b[i];
 }
 
 // From gh = dL/dh: ga = gh * b * silu'(a), gb = gh * silu(a); also recomputes h for dL/dw2.
+MOE_VECTOR_CLONES
 void swiglu_backward_range(const float* __restrict a, const float* __restrict b, const float* __restrict gh,
                            float* __restrict ga, float* __restrict gb, float* __restrict h, int64_t n) {
     for (int64_t i = 0; i < n; ++i) {
@@ -172,6 +175,42 @@ struct GroupedSwiGLU : public torch::autograd::Function<GroupedSwiGLU> {
     }
 };
 
+// RMSNorm of rows [lo, hi) of x [rows, D]: y = x * inv_rms * w, inv_rms kept for backward.
+MOE_VECTOR_CLONES
+void rms_norm_rows(const float* __restrict xp, const float* __restrict wp, float* __restrict yp, float* __restrict rp,
+                   int64_t lo, int64_t hi, int64_t D, float eps) {
+    for (int64_t r = lo; r < hi; ++r) {
+        const float* xr = xp + r * D;
+        float ss = 0;
+        for (int64_t i = 0; i < D; ++i) ss += xr[i] * xr[i];
+        const float inv = 1.0f / std::sqrt(ss / float(D) + eps);
+        rp[r] = inv;
+        float* yr = yp + r * D;
+        for (int64_t i = 0; i < D; ++i) yr[i] = xr[i] * inv * wp[i];
+    }
+}
+
+// Its backward over rows [lo, hi): dL/dx into gxp, dL/dw added into this thread's partial gw.
+MOE_VECTOR_CLONES
+void rms_norm_backward_rows(const float* __restrict xp, const float* __restrict wp, const float* __restrict gp,
+                            const float* __restrict rp, float* __restrict gxp, float* __restrict gw, int64_t lo,
+                            int64_t hi, int64_t D) {
+    for (int64_t r = lo; r < hi; ++r) {
+        const float* xr = xp + r * D;
+        const float* gr = gp + r * D;
+        const float inv = rp[r];
+        // y = x * inv * w; dL/dx = inv * (g*w) - x * inv^3 * mean(g*w*x)
+        float dot = 0;
+        for (int64_t i = 0; i < D; ++i) dot += gr[i] * wp[i] * xr[i];
+        const float coef = dot * inv * inv * inv / float(D);
+        float* gxr = gxp + r * D;
+        for (int64_t i = 0; i < D; ++i) {
+            gxr[i] = inv * gr[i] * wp[i] - xr[i] * coef;
+            gw[i] += gr[i] * xr[i] * inv;
+        }
+    }
+}
+
 struct FusedRmsNorm : public torch::autograd::Function<FusedRmsNorm> {
     static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x_in, const torch::Tensor& weight,
                                  double eps) {
@@ -183,17 +222,7 @@ struct FusedRmsNorm : public torch::autograd::Function<FusedRmsNorm> {
         const float* wp = weight.data_ptr<float>();
         float* yp = y.data_ptr<float>();
         float* rp = inv_rms.data_ptr<float>();
-        at::parallel_for(0, rows, 64, [&](int64_t lo, int64_t hi) {
-            for (int64_t r = lo; r < hi; ++r) {
-                const float* xr = xp + r * D;
-                float ss = 0;
-                for (int64_t i = 0; i < D; ++i) ss += xr[i] * xr[i];
-                const float inv = 1.0f / std::sqrt(ss / float(D) + float(eps));
-                rp[r] = inv;
-                float* yr = yp + r * D;
-                for (int64_t i = 0; i < D; ++i) yr[i] = xr[i] * inv * wp[i];
-            }
-        });
+        at::parallel_for(0, rows, 64, [&](int64_t lo, int64_t hi) { rms_norm_rows(xp, wp, yp, rp, lo, hi, D, float(eps)); });
         ctx->save_for_backward({x, weight, inv_rms});
         return y;
     }
@@ -214,21 +243,7 @@ struct FusedRmsNorm : public torch::autograd::Function<FusedRmsNorm> {
         auto gw_partial = torch::zeros({nthreads, D}, x.options());
         float* gwp = gw_partial.data_ptr<float>();
         at::parallel_for(0, rows, 64, [&](int64_t lo, int64_t hi) {
-            float* gw = gwp + at::get_thread_num() * D;
-            for (int64_t r = lo; r < hi; ++r) {
-                const float* xr = xp + r * D;
-                const float* gr = gp + r * D;
-                const float inv = rp[r];
-                // y = x * inv * w; dL/dx = inv * (g*w) - x * inv^3 * mean(g*w*x)
-                float dot = 0;
-                for (int64_t i = 0; i < D; ++i) dot += gr[i] * wp[i] * xr[i];
-                const float coef = dot * inv * inv * inv / float(D);
-                float* gxr = gxp + r * D;
-                for (int64_t i = 0; i < D; ++i) {
-                    gxr[i] = inv * gr[i] * wp[i] - xr[i] * coef;
-                    gw[i] += gr[i] * xr[i] * inv;
-                }
-            }
+            rms_norm_backward_rows(xp, wp, gp, rp, gxp, gwp + at::get_thread_num() * D, lo, hi, D);
         });
         return {gx, gw_partial.sum(0), torch::Tensor()};
     }
@@ -237,27 +252,35 @@ struct FusedRmsNorm : public torch::autograd::Function<FusedRmsNorm> {
 // Rotate-half rotary embedding on x laid out [rows = B*S*N, Hd] with position s = (row / N) % S:
 // out1 = x1 cos - x2 sin, out2 = x2 cos + x1 sin (cos/sin of the Hd/2 frequencies). The
 // backward is the same rotation by the negative angle, so one kernel with a sign serves both.
+MOE_VECTOR_CLONES
+void rotary_rows(const float* __restrict xp, float* __restrict op, const float* __restrict cp,
+                 const float* __restrict sp, int64_t lo, int64_t hi, int64_t Hd, int64_t S, int64_t N,
+                 int64_t table_stride, float sign) {
+    const int64_t half = Hd / 2;
+    for (int64_t r = lo; r < hi; ++r) {
+        const int64_t s = (r / N) % S;
+        const float* c = cp + s * table_stride;
+        const float* sn = sp + s * table_stride;
+        const float* x1 = xp + r * Hd;
+        float* o1 = op + r * Hd;
+        for (int64_t i = 0; i < half; ++i) {
+            const float a = x1[i], b = x1[i + half], si = sign * sn[i];
+            o1[i] = a * c[i] - b * si;
+            o1[i + half] = b * c[i] + a * si;
+        }
+    }
+}
+
 void rotary_kernel(const torch::Tensor& x, torch::Tensor& out, const torch::Tensor& cos_SH, const torch::Tensor& sin_SH,
                    int64_t S, int64_t N, float sign) {
-    const int64_t Hd = x.size(-1), half = Hd / 2, rows = x.numel() / Hd;
+    const int64_t Hd = x.size(-1), rows = x.numel() / Hd;
     const float* xp = x.data_ptr<float>();
     float* op = out.data_ptr<float>();
     const float* cp = cos_SH.data_ptr<float>();
     const float* sp = sin_SH.data_ptr<float>();
     const int64_t table_stride = cos_SH.size(1);
     at::parallel_for(0, rows, 256, [=](int64_t lo, int64_t hi) {
-        for (int64_t r = lo; r < hi; ++r) {
-            const int64_t s = (r / N) % S;
-            const float* c = cp + s * table_stride;
-            const float* sn = sp + s * table_stride;
-            const float* x1 = xp + r * Hd;
-            float* o1 = op + r * Hd;
-            for (int64_t i = 0; i < half; ++i) {
-                const float a = x1[i], b = x1[i + half], si = sign * sn[i];
-                o1[i] = a * c[i] - b * si;
-                o1[i + half] = b * c[i] + a * si;
-            }
-        }
+        rotary_rows(xp, op, cp, sp, lo, hi, Hd, S, N, table_stride, sign);
     });
 }
 

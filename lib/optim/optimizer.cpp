@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "common/vector_clones.h"
 #include "moe/fused_ops.h"
 
 namespace moe {
@@ -19,6 +20,24 @@ void decay_segments(torch::Tensor& p, const Segments& segments, double factor) {
     for (const auto& s : segments)
         if (s.decay) p.narrow(0, s.begin, s.end - s.begin).mul_(factor);
 }
+struct AdamWCoefficients {
+    float beta1, beta2, eps, decay, step_size, inv_sqrt_bc2;
+};
+
+// One pass per element over [lo, hi): decay, moments, update (the fused form of torch.optim.AdamW).
+MOE_VECTOR_CLONES
+void adamw_range(float* __restrict p, const float* __restrict grad, float* __restrict m, float* __restrict v,
+                 int64_t lo, int64_t hi, AdamWCoefficients c) {
+    for (int64_t i = lo; i < hi; ++i) {
+        const float gi = grad[i];
+        const float mi = c.beta1 * m[i] + (1.0f - c.beta1) * gi;
+        const float vi = c.beta2 * v[i] + (1.0f - c.beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * c.decay - c.step_size * mi / (std::sqrt(vi) * c.inv_sqrt_bc2 + c.eps);
+    }
+}
+
 }  // namespace
 
 Optimizer::Optimizer(ParameterStore& params, const OptimConfig& cfg) : params_(params), cfg_(cfg) {
@@ -51,7 +70,7 @@ void Optimizer::adamw_step(double lr) {
     torch::NoGradGuard no_grad;
     for (int g = 0; g < 2; ++g) {
         if (params_.numel(static_cast<ParamGroup>(g)) == 0) continue;
-        // Four distinct buffers: __restrict lets the compiler vectorise the loop below.
+        // Four distinct buffers (adamw_range's __restrict, which lets the compiler vectorise it).
         float* __restrict p = params_.values(static_cast<ParamGroup>(g)).data_ptr<float>();
         const float* __restrict grad = params_.grads(static_cast<ParamGroup>(g)).data_ptr<float>();
         float* __restrict m = exp_avg_[g].data_ptr<float>();
@@ -60,14 +79,7 @@ void Optimizer::adamw_step(double lr) {
             const float decay = s.decay ? float(1.0 - lr * cfg_.weight_decay) : 1.0f;
             // One pass per element: decay, moments, update (the fused form of torch.optim.AdamW).
             at::parallel_for(s.begin, s.end, 16384, [&](int64_t lo, int64_t hi) {
-                for (int64_t i = lo; i < hi; ++i) {
-                    const float gi = grad[i];
-                    const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
-                    const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
-                    m[i] = mi;
-                    v[i] = vi;
-                    p[i] = p[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
-                }
+                adamw_range(p, grad, m, v, lo, hi, {beta1, beta2, eps, decay, step_size, inv_sqrt_bc2});
             });
         }
     }

@@ -148,17 +148,24 @@ F3=$((L3 == 1 ? 3 : 1))   # a follower; the other follower:
 G3=$((6 - L3 - F3))
 echo "simulated app $sim_app: Machines ${sim_ids[*]} at ${sim_addr[*]}; resolver fdaa::3; leader of 3 is Machine $L3"
 
+# volumes_equal <reference checkpoints> <run id> <Machines> <tolerance> <what> <reference name>: each
+# Machine's final checkpoint of the run equals the reference within the tolerance (moe-eval diff).
+volumes_equal() {
+  local i
+  for i in $3; do
+    "$eval" diff "$1" "$(ckpt "$i" "$2")" --tolerance "$4" >"$work/diff.log" 2>&1 ||
+      { cat "$work/diff.log"; fail "$5: Machine $i's final checkpoint differs from $6"; }
+  done
+}
+
 case_two() {
-  local ms="1 2" L i
+  local ms="1 2" L
   L=$(leader_of $ms)
   local_ref ref2 2 "${small[@]}" --set parallel.dp=2 --set train.steps=20
   fly_job two "$ms" "${small[@]}" --set parallel.dp=2 --set train.steps=20
   expect_rcs "$ms" 0 "2 Machines dp=2"
   same_losses "$work/ref2/metrics.csv" "$(run_dir "$L" two)/metrics.csv" 1e-5 || fail "2 Machines: losses differ from mpirun -np 2"
-  for i in $ms; do
-    "$eval" diff "$work/ref2/checkpoints" "$(ckpt "$i" two)" --tolerance 1e-5 >"$work/diff.log" 2>&1 ||
-      { cat "$work/diff.log"; fail "2 Machines: Machine $i's final checkpoint differs from mpirun -np 2's"; }
-  done
+  volumes_equal "$work/ref2/checkpoints" two "$ms" 1e-5 "2 Machines" "mpirun -np 2's"
   echo "ok: 2 Machines x 1 rank (dp=2): exit 0 on both; 20 losses equal mpirun -np 2 (1e-5); both volumes hold the final parameters"
 }
 
@@ -170,13 +177,11 @@ case_three() {
   same_losses "$work/ref3/metrics.csv" "$(run_dir "$L3" three)/metrics.csv" 1e-5 || fail "3 Machines: losses differ from mpirun -np 3"
   for i in $ms3; do
     [[ $(latest "$i" three) == "$(printf 'step-%08d' $steps)" ]] || fail "Machine $i's volume: LATEST is $(latest "$i" three)"
-    "$eval" diff "$work/ref3/checkpoints" "$(ckpt "$i" three)" --tolerance 1e-5 >"$work/diff.log" 2>&1 ||
-      { cat "$work/diff.log"; fail "3 Machines: Machine $i's final checkpoint differs from mpirun -np 3's"; }
   done
+  volumes_equal "$work/ref3/checkpoints" three "$ms3" 1e-5 "3 Machines" "mpirun -np 3's"
   echo "ok: 3 Machines (dp=3): exit 0 on all; $steps losses equal mpirun -np 3 (1e-5); every volume holds step $steps and equals it"
 }
 
-# bitwise_three <run id> <what>: the finished run equals `three` bit for bit.
 # restart_resumes <case> <step> <label>: the 3 Machines started again exit 0, the leader's record
 # says they resumed from <step>, and the run ends bitwise equal to the uninterrupted one (case three).
 restart_resumes() {
@@ -189,16 +194,13 @@ restart_resumes() {
   bitwise_three "$1" "$3"
 }
 
+# bitwise_three <run id> <what>: the finished run equals `three` bit for bit.
 bitwise_three() {
-  local i
   [[ -f $(run_dir "$L3" three)/metrics.csv ]] || fail "$2: no uninterrupted run to compare with (case three)"
   grep -q "^status: completed" "$(run_dir "$L3" "$1")/record.yaml" || fail "$2: the record is not completed"
   same_losses "$(run_dir "$L3" three)/metrics.csv" "$(run_dir "$L3" "$1")/metrics.csv" 0 ||
     fail "$2: losses differ from the uninterrupted run"
-  for i in $ms3; do
-    "$eval" diff "$(ckpt "$L3" three)" "$(ckpt "$i" "$1")" --tolerance 0 >"$work/diff.log" 2>&1 ||
-      { cat "$work/diff.log"; fail "$2: Machine $i's final parameters differ from the uninterrupted run's"; }
-  done
+  volumes_equal "$(ckpt "$L3" three)" "$1" "$ms3" 0 "$2" "the uninterrupted run's"
 }
 
 case_stop() {

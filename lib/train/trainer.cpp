@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -159,11 +160,14 @@ void Trainer::take_sync_stats(StepResult& r) const {
     r.compress_rank = sync.mean_rank;
 }
 
-void Trainer::simulate_slowdown(double compute_seconds) const {
-    if (cfg_.simulate.slowdown.empty()) return;
+// The sleep scales the replica's fastest compute time so far, not this step's: on a shared test
+// machine a step slowed by a neighbour would otherwise be slowed f times over, and the injected
+// factor would drift with the machine's noise (a 2x slowdown measured 2.5x-4x under load).
+void Trainer::simulate_slowdown(double compute_seconds) {
+    if (cfg_.simulate.slowdown.empty() || compute_seconds <= 0) return;
     const double f = cfg_.simulate.slowdown.at(size_t(par_->mesh.replica / par_->mesh.ep));
-    if (f > 1 && compute_seconds > 0)
-        std::this_thread::sleep_for(std::chrono::duration<double>((f - 1) * compute_seconds));
+    fastest_compute_seconds_ = std::min(fastest_compute_seconds_, compute_seconds);
+    if (f > 1) std::this_thread::sleep_for(std::chrono::duration<double>((f - 1) * fastest_compute_seconds_));
 }
 
 void Trainer::reduce_step_scalars(const PipelineStepOutput& out, StepResult& r) {

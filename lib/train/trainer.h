@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -95,8 +96,8 @@ class Trainer {
     double pipeline_bubble(const PipelineStepOutput& out);
     // The step's exchange figures from the replica sync into `r`.
     void take_sync_stats(StepResult& r) const;
-    // simulate.slowdown: this model replica sleeps (f - 1) x the step's compute time.
-    void simulate_slowdown(double compute_seconds) const;
+    // simulate.slowdown: this model replica sleeps (f - 1) x its fastest step's compute time so far.
+    void simulate_slowdown(double compute_seconds);
 
     // --- trainer_checkpoint.cpp ---
     CheckpointIdentity checkpoint_identity() const;
@@ -145,6 +146,7 @@ class Trainer {
     std::unique_ptr<MetricsLog> metrics_;   // rank 0
 
     int64_t first_step_ = 0;   // 0, or the step a resumed run continues from
+    double fastest_compute_seconds_ = std::numeric_limits<double>::infinity();   // simulate.slowdown's unit
     int64_t steps_done_ = 0;   // the one source of a checkpoint's step: steps completed so far
     int64_t tokens_seen_ = 0;
     int64_t bad_steps_in_a_row_ = 0;

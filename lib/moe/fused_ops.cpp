@@ -1,6 +1,7 @@
 #include "moe/fused_ops.h"
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/graph_task.h>
 
 #include <algorithm>
 #include <cmath>
@@ -80,6 +81,31 @@ void mm_into(torch::Tensor out, const torch::Tensor& a, const torch::Tensor& b) 
     else out.copy_(at::mm(a, b));
 }
 
+// out += a b (a GEMM with beta = 1 in float32), or out = a b when not `accumulate`.
+void mm_into(torch::Tensor out, const torch::Tensor& a, const torch::Tensor& b, bool accumulate) {
+    if (!accumulate) mm_into(out, a, b);
+    else if (a.scalar_type() == out.scalar_type()) out.addmm_(a, b);
+    else out.add_(at::mm(a, b));
+}
+
+// The parameter's gradient buffer when backward may add w's gradient into it directly, else an
+// undefined tensor. Why: returned, the expert weights' gradients cost a temporary as large as
+// all of them and a pass of autograd's AccumulateGrad adding it to .grad; added by the GEMM that
+// computes them (beta = 1) they cost neither. Only in a plain backward(): autograd::grad() and
+// backward(inputs=...) run a graph task with exec_info set, and want the gradient returned. The
+// weight's AccumulateGrad node still runs (it skips the undefined gradient it gets), so its
+// post-hooks, which start the data-parallel all-reduce of a finished bucket, fire as before.
+torch::Tensor grad_to_add_into(const torch::Tensor& w) {
+    if (!w.is_leaf() || !w.requires_grad()) return {};
+    const auto* exec_info = torch::autograd::get_current_graph_task_exec_info();
+    if (exec_info == nullptr || !exec_info->empty()) return {};
+    const torch::Tensor& g = w.grad();
+    if (!g.defined() || g.requires_grad() || g.scalar_type() != torch::kFloat32 || g.device() != w.device() ||
+        g.sizes() != w.sizes() || !g.is_contiguous())
+        return {};
+    return g;
+}
+
 // oneDNN, which runs the bfloat16 matmuls, compiles a kernel for every operand shape it meets,
 // and each expert's row count changes every step: rounded up to a multiple of this, the shapes
 // stay few (and cached). The padding rows are zeros and add nothing to any gradient.
@@ -127,7 +153,9 @@ struct GroupedSwiGLU : public torch::autograd::Function<GroupedSwiGLU> {
             mm_into(out_RD.narrow(0, off, n), he.to(mm_dtype), w2m[e].t());
             off += n;
         }
-        ctx->save_for_backward({xm, counts, w1m, w3m, w2m, a_RF, b_RF, to_padded});
+        // w1, w3, w2 themselves as well (in float32 the very tensors w1m, w3m, w2m): backward may add
+        // into their .grad.
+        ctx->save_for_backward({xm, counts, w1m, w3m, w2m, a_RF, b_RF, to_padded, w1, w3, w2});
         return to_padded.defined() ? out_RD.index_select(0, to_padded) : out_RD;
     }
 
@@ -141,17 +169,22 @@ struct GroupedSwiGLU : public torch::autograd::Function<GroupedSwiGLU> {
         if (to_padded.defined()) gy_RD = torch::zeros(xm.sizes(), xm.options()).index_copy_(0, to_padded, gy_RD);
         const auto f32 = a_RF.options();
         auto gx = torch::empty(xm.sizes(), f32);
-        auto gw1 = torch::empty(w1m.sizes(), f32), gw3 = torch::empty(w3m.sizes(), f32), gw2 = torch::empty(w2m.sizes(), f32);
+        // Each weight's gradient goes straight into its .grad where it can (then returned undefined).
+        auto gw1 = grad_to_add_into(saved[8]), gw3 = grad_to_add_into(saved[9]), gw2 = grad_to_add_into(saved[10]);
+        const bool add1 = gw1.defined(), add3 = gw3.defined(), add2 = gw2.defined();
+        if (!add1) gw1 = torch::empty(w1m.sizes(), f32);
+        if (!add3) gw3 = torch::empty(w3m.sizes(), f32);
+        if (!add2) gw2 = torch::empty(w2m.sizes(), f32);
         auto gh = torch::empty({R, F}, f32), ga = torch::empty({R, F}, f32);
         auto gb = torch::empty({R, F}, f32), h = torch::empty({R, F}, f32);
         const int64_t* counts = counts_E.data_ptr<int64_t>();
         int64_t off = 0;
         for (int64_t e = 0; e < E; ++e) {
             const int64_t n = counts[e];
-            if (n == 0) {  // an expert without tokens has a zero gradient
-                gw1[e].zero_();
-                gw3[e].zero_();
-                gw2[e].zero_();
+            if (n == 0) {  // an expert without tokens has a zero gradient (nothing to add)
+                if (!add1) gw1[e].zero_();
+                if (!add3) gw3[e].zero_();
+                if (!add2) gw2[e].zero_();
                 continue;
             }
             auto xe = xm.narrow(0, off, n), gye = gy_RD.narrow(0, off, n);
@@ -163,15 +196,17 @@ struct GroupedSwiGLU : public torch::autograd::Function<GroupedSwiGLU> {
                                    he.data_ptr<float>(), n * F);
             auto gam = gae.to(mm_dtype), gbm = gbe.to(mm_dtype);
             auto gxe = gx.narrow(0, off, n);
-            mm_into(gw2[e], gye.t(), he.to(mm_dtype));   // [D, n] x [n, F]
-            mm_into(gw1[e], gam.t(), xe);                // [F, n] x [n, D]
-            mm_into(gw3[e], gbm.t(), xe);
+            mm_into(gw2[e], gye.t(), he.to(mm_dtype), add2);   // [D, n] x [n, F]
+            mm_into(gw1[e], gam.t(), xe, add1);                // [F, n] x [n, D]
+            mm_into(gw3[e], gbm.t(), xe, add3);
             mm_into(gxe, gam, w1m[e]);                   // [n, F] x [F, D]
             if (mm_dtype == torch::kFloat32) gxe.addmm_(gbm, w3m[e]);
             else gxe.add_(at::mm(gbm, w3m[e]));
             off += n;
         }
-        return {to_padded.defined() ? gx.index_select(0, to_padded) : gx, torch::Tensor(), gw1, gw3, gw2};
+        const torch::Tensor added;   // undefined: already in the weight's .grad
+        return {to_padded.defined() ? gx.index_select(0, to_padded) : gx, torch::Tensor(), add1 ? added : gw1,
+                add3 ? added : gw3, add2 ? added : gw2};
     }
 };
 

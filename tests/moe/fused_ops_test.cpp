@@ -1,5 +1,6 @@
 // Fused kernels against their plain-op twins in float32: values and every gradient.
 #include <doctest/doctest.h>
+#include <torch/csrc/autograd/function_hook.h>
 #include <torch/torch.h>
 
 #include "moe/fused_ops.h"
@@ -37,6 +38,55 @@ TEST_CASE("grouped_swiglu equals per-expert swiglu, including experts with no ro
         CHECK(torch::allclose(gx_w[i], ref_g[i], 1e-4, 1e-5));
     }
     CHECK(gx_w[1][1].abs().sum().item<double>() == 0.0);  // idle expert 1: zero gradient
+}
+
+// backward() (not autograd::grad) on weights whose .grad exists: grouped_swiglu adds the weight
+// gradients into .grad itself. They must still add up with what was there, an idle expert's slice
+// must stay as it was, and AccumulateGrad's post-hooks (data-parallel sync starts there) must fire.
+TEST_CASE("grouped_swiglu adds weight gradients into existing .grad under backward()") {
+    torch::manual_seed(5);
+    const int64_t E = 3, F = 10, D = 6;
+    std::vector<int64_t> counts = {4, 0, 7};
+    const int64_t R = 11;
+    auto make = [&](std::vector<int64_t> shape, double scale) {
+        return (torch::randn(shape) * scale).requires_grad_(true);
+    };
+    auto x = make({R, D}, 1.0), w1 = make({E, F, D}, 0.3), w3 = make({E, F, D}, 0.3), w2 = make({E, D, F}, 0.3);
+    auto gy = torch::randn({R, D});
+    auto ref_g = torch::autograd::grad({grouped_swiglu(x, counts, w1, w3, w2)}, {x, w1, w3, w2}, {gy});
+
+    std::vector<torch::Tensor> before;
+    for (auto* w : {&w1, &w3, &w2}) {
+        w->mutable_grad() = torch::randn(w->sizes());
+        before.push_back(w->grad().clone());
+    }
+    const void* w1_grad_storage = w1.grad().data_ptr();
+    int hooks_fired = 0;
+    struct CountingHook : torch::autograd::FunctionPostHook {
+        explicit CountingHook(int* n) : n_(n) {}
+        torch::autograd::variable_list operator()(const torch::autograd::variable_list& out,
+                                                  const torch::autograd::variable_list&) override {
+            ++*n_;
+            return out;
+        }
+        int* n_;
+    };
+    std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;   // held, as GradientSync does
+    for (auto* w : {&w1, &w3, &w2}) {
+        accumulators.push_back(torch::autograd::impl::grad_accumulator(*w));
+        accumulators.back()->add_post_hook(std::make_unique<CountingHook>(&hooks_fired));
+    }
+    grouped_swiglu(x, counts, w1, w3, w2).backward(gy);
+
+    CHECK(hooks_fired == 3);
+    CHECK(w1.grad().data_ptr() == w1_grad_storage);  // added in place, not replaced
+    const torch::Tensor* ws[] = {&w1, &w3, &w2};
+    for (size_t i = 0; i < 3; ++i) {
+        CAPTURE(i);
+        CHECK(torch::allclose(ws[i]->grad(), before[i] + ref_g[i + 1], 1e-4, 1e-5));
+        CHECK(torch::equal(ws[i]->grad()[1], before[i][1]));  // idle expert 1: nothing added
+    }
+    CHECK(torch::allclose(x.grad(), ref_g[0], 1e-4, 1e-5));
 }
 
 TEST_CASE("fused_rms_norm equals the plain-op RMSNorm") {

@@ -5,6 +5,7 @@
 #include "moe/fused_ops.h"
 #include "moe/layers.h"
 #include "moe/router.h"
+#include "moe/weighted_combine.h"
 
 namespace moe {
 
@@ -41,8 +42,8 @@ MoeLayerOutput moe_forward(const torch::Tensor& x_TD, const MoeWeights& w, const
     auto out_SD = dispatcher.combine(expert_out, local);
 
     // Combined in the residual stream's dtype (expert outputs are bfloat16 under bf16 autocast on CUDA).
-    auto weighted_SD = out_SD.to(x_TD.scalar_type()) * route.weights_A.to(x_TD.scalar_type()).unsqueeze(1);
-    auto out_TD = torch::zeros_like(x_TD).index_add(0, route.token_ids_A, weighted_SD);
+    const auto dtype = x_TD.scalar_type();
+    auto out_TD = weighted_combine(out_SD.to(dtype), route.weights_A.to(dtype), route.token_ids_A, x_TD.size(0));
     if (w.shared_w1.defined()) out_TD = out_TD + swiglu(x_TD, w.shared_w1, w.shared_w3, w.shared_w2);
 
     MoeLayerOutput result;

@@ -4,7 +4,7 @@
 //   3. dispatch: hand the rows to the ranks that own their experts           (ExpertDispatcher)
 //   4. experts: batched SwiGLU per local expert over contiguous row segments
 //   5. combine: rows back from the experts' ranks                             (ExpertDispatcher)
-//   6. un-permute: weight each row and add it into its token (index_add); dropped tokens get 0
+//   6. un-permute: weight each row and add it into its token (weighted_combine.h); dropped tokens get 0
 //   7. aux and z losses are attached to the output for the backward pass (aux_loss_injector.h)
 // plus an optional always-on shared expert.
 #pragma once

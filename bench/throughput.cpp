@@ -6,8 +6,10 @@
 //   bench_throughput --steps 20 --threads 1
 //   bench_throughput --json     # one line of JSON for scripts (bench/throughput.sh)
 //   bench_throughput --only moe # one contender (for a profiler: perf record -g bench_throughput --only moe)
+//   bench_throughput --only moe --trace t.json   # + 5 steps under libtorch's op profiler (chrome://tracing)
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -26,14 +28,18 @@ struct Shape {
     int64_t batch = 8, seq = 128;
 };
 
-// Seconds per training step, median over `steps` after `warmup` steps.
-double time_steps(const ModelConfig& cfg, const Shape& shape, int warmup, int steps, Precision precision) {
+// Seconds per training step, median over `steps` after `warmup` steps; with a `trace` file, 5 more
+// steps run under libtorch's operator profiler, written there as a chrome://tracing file.
+double time_steps(const ModelConfig& cfg, const Shape& shape, int warmup, int steps, Precision precision,
+                  const std::string& trace = "") {
     MoeTransformer model(cfg, std::make_shared<LocalDispatcher>(cfg.moe.num_experts), 1, {}, torch::kCPU, precision);
     OptimConfig ocfg;
     Optimizer opt(model.params(), ocfg);
     auto gen = at::detail::createCPUGenerator(7);
     std::vector<double> times;
-    for (int i = 0; i < warmup + steps; ++i) {
+    std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
+    for (int i = 0; i < warmup + steps + (trace.empty() ? 0 : 5); ++i) {
+        if (i == warmup + steps) profile = std::make_unique<torch::autograd::profiler::RecordProfile>(trace);
         auto tokens = torch::randint(cfg.vocab_size, {shape.batch, shape.seq + 1}, gen, torch::kInt64);
         auto t0 = std::chrono::steady_clock::now();
         model.params().zero_grads();
@@ -42,7 +48,7 @@ double time_steps(const ModelConfig& cfg, const Shape& shape, int warmup, int st
         loss.backward();
         opt.step(1e-3);
         double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (i >= warmup) times.push_back(dt);
+        if (i >= warmup && i < warmup + steps) times.push_back(dt);
     }
     std::sort(times.begin(), times.end());
     return times[times.size() / 2];
@@ -54,7 +60,7 @@ int main(int argc, char** argv) {
     CLI::App app{"MoE vs dense training throughput"};
     int steps = 20, warmup = 3, threads = 1;
     bool json = false, keep_memory = true;
-    std::string only = "all";
+    std::string only = "all", trace;
     Shape shape;
     ModelConfig cfg;  // defaults: 4 layers, d 128, 8 experts top-2, F 256, vocab 256
     app.add_option("--steps", steps);
@@ -69,7 +75,12 @@ int main(int argc, char** argv) {
     app.add_option("--top-k", cfg.moe.top_k);
     app.add_flag("--json", json);
     app.add_option("--only", only, "time one contender only")->check(CLI::IsMember({"all", "moe", "dense", "bf16"}));
+    app.add_option("--trace", trace, "with --only: its last round's extra 5 steps profiled into this file");
     CLI11_PARSE(app, argc, argv);
+    if (!trace.empty() && only == "all") {
+        fmt::print(stderr, "bench_throughput: --trace needs --only moe|dense|bf16\n");
+        return 2;
+    }
     moe::set_compute_threads(threads);
     if (keep_memory) moe::keep_freed_memory();  // as moe-train does
     cfg.max_seq_len = std::max(cfg.max_seq_len, shape.seq);
@@ -81,9 +92,10 @@ int main(int argc, char** argv) {
     std::vector<double> moe_t, dense_t, bf16_t;
     const auto timed = [&](const char* name) { return only == "all" || only == name; };
     for (int r = 0; r < rounds; ++r) {
-        moe_t.push_back(timed("moe") ? time_steps(cfg, shape, warmup, steps, Precision::fp32) : 0.0);
-        dense_t.push_back(timed("dense") ? time_steps(dense, shape, warmup, steps, Precision::fp32) : 0.0);
-        bf16_t.push_back(timed("bf16") ? time_steps(cfg, shape, warmup, steps, Precision::bf16) : 0.0);
+        const std::string round_trace = r == rounds - 1 ? trace : "";
+        moe_t.push_back(timed("moe") ? time_steps(cfg, shape, warmup, steps, Precision::fp32, round_trace) : 0.0);
+        dense_t.push_back(timed("dense") ? time_steps(dense, shape, warmup, steps, Precision::fp32, round_trace) : 0.0);
+        bf16_t.push_back(timed("bf16") ? time_steps(cfg, shape, warmup, steps, Precision::bf16, round_trace) : 0.0);
     }
     std::sort(moe_t.begin(), moe_t.end());
     std::sort(dense_t.begin(), dense_t.end());

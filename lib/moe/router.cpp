@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "moe/precision.h"
+#include "moe/softmax_top_k.h"
 
 namespace moe {
 
@@ -57,13 +58,11 @@ std::vector<int64_t> count_per_expert(const torch::Tensor& expert_ids_A, int64_t
     return std::vector<int64_t>(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + E);
 }
 
-RouterDecision token_choice(const torch::Tensor& logits_TE, const torch::Tensor& probs_TE, const MoeConfig& cfg,
-                            ExpertDispatcher& group) {
-    const int64_t T = logits_TE.size(0), E = cfg.num_experts, K = cfg.top_k;
-    auto top = probs_TE.topk(K, 1);
-    auto weights_TK = std::get<0>(top);
-    auto ids_TK = std::get<1>(top);
-    if (cfg.renormalize) weights_TK = weights_TK / weights_TK.sum(1, true);
+RouterDecision token_choice(const SoftmaxTopK& top, const MoeConfig& cfg, ExpertDispatcher& group) {
+    const auto& probs_TE = top.probs_TE;
+    const auto& weights_TK = top.weights_TK;
+    const auto& ids_TK = top.ids_TK;
+    const int64_t T = probs_TE.size(0), E = cfg.num_experts, K = cfg.top_k;
 
     RouterDecision d;
     d.aux_loss = cfg.aux_loss_scope == AuxLossScope::global ? global_load_balancing_loss(probs_TE, ids_TK, group)
@@ -107,10 +106,14 @@ RouterDecision route_tokens(const torch::Tensor& x_TD, const torch::Tensor& gate
     AutocastScope fp32(x_TD.device().type(), Precision::fp32);
     const auto dtype = x_TD.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
     auto logits_TE = torch::mm(x_TD.to(dtype), gate_ED.to(dtype).t());
-    auto probs_TE = torch::softmax(logits_TE, 1);
-    RouterDecision d = cfg.routing == Routing::token_choice ? token_choice(logits_TE, probs_TE, cfg, stats_group)
-                                                            : expert_choice(probs_TE, cfg);
-    d.z_loss = router_z_loss(logits_TE);
+    if (cfg.routing == Routing::expert_choice) {
+        RouterDecision d = expert_choice(torch::softmax(logits_TE, 1), cfg);
+        d.z_loss = router_z_loss(logits_TE);
+        return d;
+    }
+    const SoftmaxTopK top = softmax_top_k(logits_TE, cfg.top_k, cfg.renormalize);
+    RouterDecision d = token_choice(top, cfg, stats_group);
+    d.z_loss = top.lse_T.square().mean();   // router_z_loss(logits_TE)
     return d;
 }
 

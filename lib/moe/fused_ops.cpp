@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/dot_product.h"
 #include "common/error.h"
 #include "common/vector_clones.h"
 #include "moe/precision.h"
@@ -216,8 +217,7 @@ void rms_norm_rows(const float* __restrict xp, const float* __restrict wp, float
                    int64_t lo, int64_t hi, int64_t D, float eps) {
     for (int64_t r = lo; r < hi; ++r) {
         const float* xr = xp + r * D;
-        float ss = 0;
-        for (int64_t i = 0; i < D; ++i) ss += xr[i] * xr[i];
+        const float ss = dot_product(xr, xr, D);
         const float inv = 1.0f / std::sqrt(ss / float(D) + eps);
         rp[r] = inv;
         float* yr = yp + r * D;
@@ -235,8 +235,7 @@ void rms_norm_backward_rows(const float* __restrict xp, const float* __restrict 
         const float* gr = gp + r * D;
         const float inv = rp[r];
         // y = x * inv * w; dL/dx = inv * (g*w) - x * inv^3 * mean(g*w*x)
-        float dot = 0;
-        for (int64_t i = 0; i < D; ++i) dot += gr[i] * wp[i] * xr[i];
+        const float dot = dot_product(gr, wp, xr, D);
         const float coef = dot * inv * inv * inv / float(D);
         float* gxr = gxp + r * D;
         for (int64_t i = 0; i < D; ++i) {

@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "common/dot_product.h"
 #include "common/error.h"
 #include "common/vector_clones.h"
 #include "moe/fused_ops.h"
@@ -36,12 +37,8 @@ void combine_backward_rows(const float* __restrict g, const float* __restrict ro
         const float* r = rows + a * D;
         float* gr = grows + a * D;
         const float wa = w[a];
-        float dot = 0;
-        for (int64_t i = 0; i < D; ++i) {
-            gr[i] = wa * gt[i];
-            dot += gt[i] * r[i];
-        }
-        gw[a] = dot;
+        for (int64_t i = 0; i < D; ++i) gr[i] = wa * gt[i];
+        gw[a] = dot_product(gt, r, D);
     }
 }
 

@@ -22,7 +22,10 @@ torch::Tensor load_balancing_loss(const torch::Tensor& probs_TE, const torch::Te
     return (f_E * P_E).sum() * double(E);
 }
 
-torch::Tensor router_z_loss(const torch::Tensor& logits_TE) { return torch::logsumexp(logits_TE, 1).square().mean(); }
+torch::Tensor router_z_loss(const torch::Tensor& logits_TE) {
+    return router_z_loss_from_lse(torch::logsumexp(logits_TE, 1));
+}
+torch::Tensor router_z_loss_from_lse(const torch::Tensor& lse_T) { return lse_T.square().mean(); }
 
 namespace {
 
@@ -113,7 +116,7 @@ RouterDecision route_tokens(const torch::Tensor& x_TD, const torch::Tensor& gate
     }
     const SoftmaxTopK top = softmax_top_k(logits_TE, cfg.top_k, cfg.renormalize);
     RouterDecision d = token_choice(top, cfg, stats_group);
-    d.z_loss = top.lse_T.square().mean();   // router_z_loss(logits_TE)
+    d.z_loss = router_z_loss_from_lse(top.lse_T);
     return d;
 }
 

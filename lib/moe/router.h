@@ -47,5 +47,7 @@ torch::Tensor load_balancing_loss(const torch::Tensor& probs_TE, const torch::Te
 
 // ST-MoE router z-loss: mean over tokens of logsumexp(logits)^2.
 torch::Tensor router_z_loss(const torch::Tensor& logits_TE);
+// The same from the per-token logsumexp lse_T [T], where it is already at hand (softmax_top_k).
+torch::Tensor router_z_loss_from_lse(const torch::Tensor& lse_T);
 
 }  // namespace moe
